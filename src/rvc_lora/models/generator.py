@@ -1,0 +1,105 @@
+"""HiFi-GAN decoders: ``Generator`` (no pitch) and ``GeneratorNSF`` (sine-excited, with pitch)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rvc_lora.models.modules import LRELU_SLOPE, ResBlock1, ResBlock2
+from rvc_lora.models.nn import init_normal, wn_conv_transpose1d
+from rvc_lora.models.nsf import SourceModuleHnNSF
+
+
+class Generator(nn.Module):
+    """Latent ``z [B, C, T]`` -> waveform ``[B, 1, T * prod(upsample_rates)]``.
+
+    ``conv_pre``, ``conv_post`` (no bias) and ``cond`` are plain convs; ``ups`` and the resblock
+    convs are weight-normed. With ``nsf=True`` a sine source at F0 is added after every upsampling
+    stage through ``noise_convs`` (RVC's ``GeneratorNSF``).
+    """
+
+    def __init__(
+        self,
+        initial_channel: int,
+        resblock: str,
+        resblock_kernel_sizes: Sequence[int],
+        resblock_dilation_sizes: Sequence[Sequence[int]],
+        upsample_rates: Sequence[int],
+        upsample_initial_channel: int,
+        upsample_kernel_sizes: Sequence[int],
+        gin_channels: int = 0,
+        sr: int | None = None,
+        nsf: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_kernels = len(resblock_kernel_sizes)
+        self.num_upsamples = len(upsample_rates)
+        self.upp = math.prod(upsample_rates)
+        if nsf:
+            if sr is None:
+                raise ValueError("GeneratorNSF needs the sampling rate `sr`")
+            self.m_source = SourceModuleHnNSF(sampling_rate=sr, harmonic_num=0)
+            self.noise_convs = nn.ModuleList()
+        else:
+            self.m_source, self.noise_convs = None, None
+        self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
+        block = ResBlock1 if str(resblock) == "1" else ResBlock2
+
+        self.ups = nn.ModuleList()
+        self.resblocks = nn.ModuleList()
+        ch = upsample_initial_channel
+        for i, (u, k) in enumerate(zip(upsample_rates, upsample_kernel_sizes)):
+            ch = upsample_initial_channel // (2 ** (i + 1))
+            self.ups.append(wn_conv_transpose1d(2 * ch, ch, k, u, padding=(k - u) // 2))
+            if self.noise_convs is not None:
+                # Downsample the sample-rate excitation to this stage's rate: stride = the
+                # product of the remaining upsampling factors.
+                if i + 1 < len(upsample_rates):
+                    s = math.prod(upsample_rates[i + 1 :])
+                    self.noise_convs.append(nn.Conv1d(1, ch, kernel_size=2 * s, stride=s,
+                                                      padding=s // 2))
+                else:
+                    self.noise_convs.append(nn.Conv1d(1, ch, kernel_size=1))
+            for rk, rd in zip(resblock_kernel_sizes, resblock_dilation_sizes):
+                self.resblocks.append(block(ch, rk, rd))
+        self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
+        self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
+        for up in self.ups:
+            init_normal(up)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        f0: torch.Tensor | None = None,
+        g: torch.Tensor | None = None,
+        n_res: int | None = None,
+    ) -> torch.Tensor:
+        """x ``[B, C, T]``, f0 ``[B, T]`` Hz (NSF only), g ``[B, gin, 1]`` -> ``[B, 1, T*upp]``.
+
+        ``n_res`` linearly resamples the latent to that many frames first (formant shift).
+        """
+        har = None
+        if self.m_source is not None:
+            if f0 is None:
+                raise ValueError("this decoder is pitch-driven (NSF): pass f0 [B, T] in Hz")
+            har = self.m_source(f0, self.upp).transpose(1, 2)  # [B, 1, T*upp]
+            if n_res is not None and n_res * self.upp != har.shape[-1]:
+                har = F.interpolate(har, size=n_res * self.upp, mode="linear")
+        if n_res is not None and n_res != x.shape[-1]:
+            x = F.interpolate(x, size=n_res, mode="linear")
+        x = self.conv_pre(x)
+        if g is not None and self.cond is not None:
+            x = x + self.cond(g)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            if har is not None:
+                x = x + self.noise_convs[i](har)
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            x = sum(block(x) for block in blocks) / self.num_kernels
+        # Default slope 0.01 here, not 0.1: RVC's final activation (RVC_FACTS.md pitfall 12).
+        x = self.conv_post(F.leaky_relu(x))
+        return torch.tanh(x)

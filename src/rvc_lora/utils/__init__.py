@@ -1,0 +1,1 @@
+"""Small helpers shared by every stage: safe checkpoint loading and atomic writes."""

@@ -1,0 +1,11 @@
+"""Exceptions whose message is meant for the user: one line naming the file and the fix."""
+
+from __future__ import annotations
+
+
+class RvcLoraError(Exception):
+    """Base class for errors that the command-line entry points print without a traceback."""
+
+
+class CheckpointError(RvcLoraError, ValueError):
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""

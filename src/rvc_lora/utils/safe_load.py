@@ -1,0 +1,48 @@
+"""Load checkpoint files without ever running code stored in them.
+
+RVC's own ``.pth`` files hold only tensors, dicts, lists, strings and numbers, so PyTorch's
+``weights_only`` unpickler reads them. Anything else in the pickle (a class, a function call) is
+refused with a message naming the file, instead of the deep ``UnpicklingError`` PyTorch raises.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rvc_lora.utils.errors import CheckpointError
+
+
+def safe_torch_load(path: str | os.PathLike[str]) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with user-facing errors.
+
+    Raises:
+        CheckpointError: the file is missing, empty, truncated, not a PyTorch file, or its pickle
+            refers to Python objects beyond plain containers and tensors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file; check the path")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: file is empty; download or copy it again")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # The weights-only unpickler names the offending global in its message; keep that part.
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{p}: refused to load: the file contains Python objects that could run code "
+            f"({detail.strip()[:160]}); RVC checkpoints hold only tensors, so get the file from "
+            f"a trusted source or re-save its state dict"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160] if str(exc) else 'truncated'}); "
+            f"the file may be truncated or of another format: download it again"
+        ) from None
