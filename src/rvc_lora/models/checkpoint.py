@@ -10,6 +10,7 @@ shapes against each preset's (on the meta device: no memory is allocated for the
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ def load_state_strict(
     module.load_state_dict(dict(state), strict=False)
 
 
+@functools.lru_cache(maxsize=64)
 def _meta_shapes(config: SynthConfig, f0: bool) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         return expected_state_shapes(Synthesizer(config, f0=f0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,23 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # The weights-only unpickler names the offending global in its message; keep that part.
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{p}: refused to load: the file contains Python objects that could run code "
-            f"({detail.strip()[:160]}); RVC checkpoints hold only tensors, so get the file from "
-            f"a trusted source or re-save its state dict"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:160] if str(exc) else 'truncated'}); "
-            f"the file may be truncated or of another format: download it again"
-        ) from None
+        text = str(exc)
+        if "Unsupported global" in text or "weights_only" in text.lower():
+            # The weights-only unpickler names the offending global; keep that part.
+            found = re.search(r"GLOBAL (\S+)", text)
+            raise CheckpointError(
+                f"{p}: refused to load: the file contains Python objects that could run code "
+                f"({found.group(1) if found else 'non-tensor objects'}); RVC checkpoints hold only tensors, so "
+                f"get the file from a trusted source or re-save its state dict"
+            ) from None
+        raise _unreadable(p, exc) from None
+    except Exception as exc:  # noqa: BLE001 - garbage input can fail anywhere in the unpickler
+        raise _unreadable(p, exc) from None
+
+
+def _unreadable(p: Path, exc: Exception) -> CheckpointError:
+    first = str(exc).splitlines()[0][:160] if str(exc) else "truncated"
+    return CheckpointError(
+        f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first}); the file may "
+        f"be truncated or of another format: download it again"
+    )
