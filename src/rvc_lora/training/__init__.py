@@ -1,0 +1,1 @@
+"""Training: RVC's losses (and, later, the LightningModule)."""
