@@ -40,7 +40,7 @@ def test_pretrained_base_layout_loads(tmp_path, f0: bool) -> None:
     torch.save({"model": state}, path)
     loaded = load_rvc_checkpoint(path)
     assert (loaded.kind, loaded.preset, loaded.f0, loaded.version, loaded.sr) == (
-        "pretrained", "tiny", f0, "v2", 16000)
+        "pretrained", "tiny", f0, "v1", 16000)
     assert loaded.model.enc_q is not None  # kept for training
     for k, v in loaded.model.state_dict().items():
         assert v.dtype == torch.float32
@@ -97,7 +97,7 @@ def test_export_has_rvc_layout(tmp_path) -> None:
 def test_inference_layout_written_by_rvc_conventions_loads(tmp_path) -> None:
     """An old v1-era export: no 'version'/'f0' fields, sr as a string in config[-1], and a
     speaker table whose size differs from config[-3]."""
-    model = build_synthesizer(PRESETS["tiny"].replace(version="v1", spk_embed_dim=3), True)
+    model = build_synthesizer(PRESETS["tiny"].replace(spk_embed_dim=3), True)
     weight = {k: v.half() for k, v in model.state_dict().items() if not k.startswith("enc_q.")}
     config = model.config.to_rvc_list()
     config[-1], config[-3] = "16k", 109

@@ -124,14 +124,15 @@ PRESETS: dict[str, SynthConfig] = {
     "v2_48k": SynthConfig(spec_channels=1025, segment_size=36, upsample_rates=(12, 10, 2, 2),
                           upsample_kernel_sizes=(24, 20, 4, 4), sr=48000, version="v2",
                           n_mels=128, **_COMMON),
-    # Same classes at small sizes: 16 kHz, hop 160 (100 frames/s like every RVC preset), 768-d
-    # content features so the real HuBERT layout applies. Cheap enough for CPU tests and demo.
+    # Same classes at small sizes: 16 kHz, hop 160 (100 frames/s like every RVC preset). v1 so
+    # that content features are 256-d final_proj outputs: a tiny HuBERT in the real layout can
+    # then be small inside (a v2 model would need a 768-wide encoder). Cheap on a CPU.
     "tiny": SynthConfig(spec_channels=257, segment_size=24, inter_channels=32, hidden_channels=32,
                         filter_channels=64, n_heads=2, n_layers=2, kernel_size=3, p_dropout=0.0,
                         resblock="1", resblock_kernel_sizes=(3, 7, 11),
                         resblock_dilation_sizes=((1, 3, 5),) * 3, upsample_rates=(10, 4, 4),
                         upsample_initial_channel=64, upsample_kernel_sizes=(20, 8, 8),
-                        spk_embed_dim=4, gin_channels=32, sr=16000, version="v2", n_mels=64),
+                        spk_embed_dim=4, gin_channels=32, sr=16000, version="v1", n_mels=64),
 }
 
 
