@@ -1,0 +1,1 @@
+"""Data: raw audio folder -> slices -> cached features -> training batches."""

@@ -1,0 +1,180 @@
+"""``VoiceDataModule``: a folder of one voice's recordings as training and validation batches."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from rvc_lora.data.audio import find_audio_files
+from rvc_lora.data.cache import read_entry
+from rvc_lora.data.features_cache import (FeatureCacheBuilder, FeatureSettings, NoUsableAudioError,
+                                          PreparedItem, PrepareReport)
+from rvc_lora.data.preprocess import PrepSettings
+from rvc_lora.data.slicer import SlicerConfig
+from rvc_lora.spectral import linear_spectrogram
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpectrogramSettings:
+    hop_length: int
+    n_fft: int
+    win_length: int | None = None
+
+
+class VoiceDataset(Dataset):
+    """Cached slices as RVC training items, all streams at 100 frames/s.
+
+    Each item: ``phone [T, D]`` (content features doubled from 50 fps), ``pitch [T]`` (coarse),
+    ``pitchf [T]`` (Hz), ``spec [F, T]``, ``wav [T * hop]`` and ``sid``. Streams are trimmed to
+    the shortest, as RVC does; with ``max_frames`` a random window of that length is taken.
+    """
+
+    def __init__(self, items: list[PreparedItem], spec: SpectrogramSettings, speaker_id: int = 0,
+                 max_frames: int | None = 900, random_crop: bool = True) -> None:
+        self.items, self.spec, self.speaker_id = items, spec, speaker_id
+        self.max_frames, self.random_crop = max_frames, random_crop
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        audio, feats = read_entry(item.slice_path), read_entry(item.feature_path)
+        if audio is None or feats is None:
+            raise RuntimeError(f"cache entry of {item.source} vanished or is damaged; run the "
+                               f"preparation again (python -m rvc_lora.data.prepare)")
+        hop = self.spec.hop_length
+        phone = np.repeat(feats["feats"].astype(np.float32), 2, axis=0)  # 50 -> 100 frames/s
+        t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
+        start = 0
+        if self.max_frames is not None and t > self.max_frames:
+            start = random.randint(0, t - self.max_frames) if self.random_crop else 0
+            t = self.max_frames
+        wav = torch.from_numpy(audio["wav"][start * hop : (start + t) * hop].copy())
+        return {
+            "phone": torch.from_numpy(phone[start : start + t]),
+            "pitch": torch.from_numpy(feats["pitch"][start : start + t].astype(np.int64)),
+            "pitchf": torch.from_numpy(feats["f0"][start : start + t].astype(np.float32)),
+            "spec": linear_spectrogram(wav[None], self.spec.n_fft, hop, self.spec.win_length)[0],
+            "wav": wav,
+            "sid": torch.tensor(self.speaker_id),
+        }
+
+
+def collate_voice(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Zero-pad items to the longest; ``lengths`` in frames, ``wav_lengths`` in samples."""
+    lengths = torch.tensor([b["phone"].shape[0] for b in batch])
+    t, n = int(lengths.max()), max(b["wav"].shape[0] for b in batch)
+
+    def pad(key: str, size: int) -> torch.Tensor:
+        return torch.stack([_pad_time(b[key], size, time_first=key == "phone") for b in batch])
+
+    return {
+        "phone": pad("phone", t), "pitch": pad("pitch", t), "pitchf": pad("pitchf", t),
+        "spec": pad("spec", t), "wav": pad("wav", n).unsqueeze(1),
+        "lengths": lengths, "wav_lengths": torch.tensor([b["wav"].shape[0] for b in batch]),
+        "sid": torch.stack([b["sid"] for b in batch]),
+    }
+
+
+def _pad_time(x: torch.Tensor, size: int, time_first: bool) -> torch.Tensor:
+    if time_first:  # [T, D]
+        return torch.nn.functional.pad(x, (0, 0, 0, size - x.shape[0]))
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
+
+
+def split_by_source(items: list[PreparedItem], val_fraction: float, seed: int
+                    ) -> tuple[list[PreparedItem], list[PreparedItem]]:
+    """Deterministic train/val split by source file, so no recording is on both sides.
+
+    With a single source file the last slice of it is held out instead.
+    """
+    sources = sorted({i.source for i in items})
+    if len(sources) < 2:
+        return (items[:-1], items[-1:]) if len(items) > 1 else (items, items)
+    rng = random.Random(seed)
+    shuffled = sources[:]
+    rng.shuffle(shuffled)
+    n_val = min(max(1, round(val_fraction * len(sources))), len(sources) - 1)
+    val_sources = set(shuffled[:n_val])
+    return ([i for i in items if i.source not in val_sources],
+            [i for i in items if i.source in val_sources])
+
+
+class VoiceDataModule(L.LightningDataModule):
+    """One voice's recordings -> cached features -> RVC batches.
+
+    ``prepare_data`` slices and extracts once (cached); ``setup`` splits by source file.
+
+    Args:
+        input_dir: folder of recordings (searched recursively).
+        cache_dir: where slices and features are kept (reused across runs and settings).
+        sample_rate, hop_length, n_fft: the model's audio settings.
+        version: content features: ``v1`` (256-d) or ``v2`` (768-d).
+    """
+
+    def __init__(self, input_dir: str, cache_dir: str, sample_rate: int, hop_length: int,
+                 n_fft: int, version: str = "v2", encoder_path: str = "models/hubert_base.pt",
+                 f0_method: str = "rmvpe", rmvpe_path: str = "models/rmvpe.pt",
+                 batch_size: int = 4, val_fraction: float = 0.1, seed: int = 1234,
+                 max_frames: int | None = 900, num_workers: int = 0, prepare_workers: int = 0,
+                 speaker_id: int = 0, device: str = "cpu", progress: bool = True,
+                 slicer: SlicerConfig | None = None) -> None:
+        super().__init__()
+        self.input_dir, self.cache_dir = Path(input_dir), Path(cache_dir)
+        self.prep = PrepSettings(sr=sample_rate, slicer=slicer or SlicerConfig())
+        self.features = FeatureSettings(version=version, encoder_path=str(encoder_path),
+                                        f0_method=f0_method, rmvpe_path=str(rmvpe_path),
+                                        device=device)
+        self.spec = SpectrogramSettings(hop_length=hop_length, n_fft=n_fft)
+        self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
+        self.max_frames, self.num_workers = max_frames, num_workers
+        self.prepare_workers, self.speaker_id, self.progress = prepare_workers, speaker_id, progress
+        self.report: PrepareReport | None = None
+        self.train_items: list[PreparedItem] = []
+        self.val_items: list[PreparedItem] = []
+
+    def builder(self) -> FeatureCacheBuilder:
+        return FeatureCacheBuilder(self.cache_dir, self.prep, self.features,
+                                   num_workers=self.prepare_workers, progress=self.progress)
+
+    def prepare_data(self) -> None:
+        files = find_audio_files(self.input_dir)
+        report = self.builder().build(self.input_dir, files)
+        if not report.items:
+            detail = "; ".join(r for _, r in report.skipped[:3])
+            raise NoUsableAudioError(
+                f"{self.input_dir}: no usable audio in {len(files)} files"
+                f"{' (' + detail + ')' if detail else ''}; add WAV/FLAC recordings of the voice, "
+                f"at least a few seconds of speech each"
+            )
+        log.info("prepared %s", report.summary())
+        self.report = report
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.report is None:  # e.g. another process ran prepare_data: cheap cached re-run
+            self.prepare_data()
+        assert self.report is not None
+        self.train_items, self.val_items = split_by_source(self.report.items, self.val_fraction,
+                                                           self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = VoiceDataset(self.train_items, self.spec, self.speaker_id, self.max_frames)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=False,
+                          collate_fn=collate_voice, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        ds = VoiceDataset(self.val_items, self.spec, self.speaker_id, self.max_frames,
+                          random_crop=False)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False,
+                          collate_fn=collate_voice, num_workers=self.num_workers)
