@@ -1,0 +1,43 @@
+"""Shared pieces of the command-line entry points: where configs live, user-facing errors."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rvc_lora.utils.errors import RvcLoraError
+
+# configs/ sits at the repository root (DESIGN.md); the package is installed editable from it.
+CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "configs")
+
+log = logging.getLogger("rvc_lora")
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print an :class:`RvcLoraError` as one line and exit 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RvcLoraError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def ensure_tiny_encoder(features_cfg: Any) -> None:
+    """Create the deterministic tiny content encoder when the config asks for it and it is absent."""
+    if not features_cfg.get("create_tiny_encoder", False):
+        return
+    path = Path(features_cfg.encoder_path)
+    if not path.exists():
+        from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
+
+        write_tiny_fairseq_checkpoint(path)
+        log.info("created the tiny content encoder at %s", path)
