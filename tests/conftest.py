@@ -9,6 +9,11 @@ import torch
 
 UPDATE_GOLDEN = os.environ.get("UPDATE_GOLDEN") == "1"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core; two intra-op threads per worker would oversubscribe
+    # the cores and make the suite several times slower.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

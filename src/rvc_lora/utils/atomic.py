@@ -33,8 +33,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` to ``path`` atomically; returns the final path."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file handle: given a path, torch.save names the zip's inner folder after the
+    # (random) temp file, so equal objects would give different bytes and hashes.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return Path(path)
 
 
