@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: help install test test-fast bench format lint clean
+.PHONY: help install test test-fast bench format lint clean readme-tables
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-fast: install ## run the tests without the `slow` marker
 
 bench: install ## print benchmark figures (CPU)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+readme-tables: install ## regenerate the generated tables in README.md
+	$(PY) scripts/lora_size_table.py --readme README.md
 
 format: install ## format and lint-fix the code
 	$(PY) -m ruff format src tests bench
