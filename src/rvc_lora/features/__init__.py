@@ -1,0 +1,1 @@
+"""Analysis features that RVC is fed: content features, F0 tracks and coarse pitch."""
