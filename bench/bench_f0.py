@@ -29,7 +29,8 @@ def _glide(seconds: float) -> np.ndarray:
     f = 120.0 * 2 ** (2 * np.arange(n) / n)  # two octaves up
     rng = np.random.default_rng(0)
     return (0.5 * np.sin(2 * np.pi * np.cumsum(f) / SR) + 0.01 * rng.standard_normal(n)).astype(
-        np.float32)
+        np.float32
+    )
 
 
 def main() -> None:
@@ -56,8 +57,10 @@ def main() -> None:
             f0 = compute_f0(x, method, rmvpe=model)
             times.append(time.perf_counter() - start)
         sec = statistics.median(times)
-        print(f"{method:8s} {sec:7.3f} s  ->  {sec * 60 / args.seconds:7.2f} s per minute of audio"
-              f"  (voiced {np.mean(f0 > 0):.0%})")
+        print(
+            f"{method:8s} {sec:7.3f} s  ->  {sec * 60 / args.seconds:7.2f} s per minute of audio"
+            f"  (voiced {np.mean(f0 > 0):.0%})"
+        )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ from rvc_lora.models import build_synthesizer
 
 
 def summary(times: list[float]) -> str:
-    return (f"median {statistics.median(times):7.3f} s  (min {min(times):.3f}, "
-            f"max {max(times):.3f}, n={len(times)})")
+    return (
+        f"median {statistics.median(times):7.3f} s  (min {min(times):.3f}, "
+        f"max {max(times):.3f}, n={len(times)})"
+    )
 
 
 def main() -> None:
@@ -41,8 +43,9 @@ def main() -> None:
 
     plain = build_synthesizer(args.preset, True).train()
     lora = copy.deepcopy(plain)
-    names = inject_lora(lora, LoraConfig(preset=args.lora_preset, rank=args.rank,
-                                         alpha=2.0 * args.rank))
+    names = inject_lora(
+        lora, LoraConfig(preset=args.lora_preset, rank=args.rank, alpha=2.0 * args.rank)
+    )
     c = plain.config
     z = torch.randn(args.batch, c.inter_channels, args.frames)  # [B, C, T] latent
     f0 = torch.rand(args.batch, args.frames) * 200 + 100  # [B, T] Hz
@@ -56,10 +59,12 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         model.dec(z, f0, model.emb_g(sid).unsqueeze(-1)).pow(2).mean().backward()
 
-    print(f"preset {args.preset}, batch {args.batch}, z {args.frames} frames "
-          f"({args.frames * c.hop_length} samples), {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; LoRA: rank {args.rank} on {len(names)} "
-          f"{args.lora_preset} modules, unmerged")
+    print(
+        f"preset {args.preset}, batch {args.batch}, z {args.frames} frames "
+        f"({args.frames * c.hop_length} samples), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}; LoRA: rank {args.rank} on {len(names)} "
+        f"{args.lora_preset} modules, unmerged"
+    )
     models = {"plain": plain, f"lora r{args.rank}": lora}
     for step, fn in (("forward", forward), ("forward+backward", forward_backward)):
         times: dict[str, list[float]] = {label: [] for label in models}

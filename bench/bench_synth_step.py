@@ -51,11 +51,16 @@ def main() -> None:
 
     def g_losses():
         y_hat, ids, _, y_mask, (z, z_p, m_p, logs_p, m_q, logs_q) = g_model(
-            phone, lengths, pitch, pitchf, spec, lengths, sid)
+            phone, lengths, pitch, pitchf, spec, lengths, sid
+        )
         y_mel = slice_segments(spec_to_mel(spec, c.sr, c.n_fft, c.n_mels), ids, seg)
         y_hat_mel = mel_spectrogram(y_hat, c.sr, c.n_fft, c.hop_length, c.n_mels)
         y = slice_segments(wav, ids * c.hop_length, seg * c.hop_length)
-        return y, y_hat, F.l1_loss(y_mel, y_hat_mel) * 45 + kl_loss(z_p, logs_q, m_p, logs_p, y_mask)
+        return (
+            y,
+            y_hat,
+            F.l1_loss(y_mel, y_hat_mel) * 45 + kl_loss(z_p, logs_q, m_p, logs_p, y_mask),
+        )
 
     def forward_only():
         with torch.no_grad():
@@ -77,18 +82,25 @@ def main() -> None:
         loss.backward()
         opt_g.step()
 
-    print(f"preset {args.preset}, batch {b}, item {t} frames, segment {seg * c.hop_length} "
-          f"samples, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for name, fn in (("G forward", forward_only), ("G forward+backward", forward_backward),
-                     ("G+D training step", full_step)):
+    print(
+        f"preset {args.preset}, batch {b}, item {t} frames, segment {seg * c.hop_length} "
+        f"samples, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    for name, fn in (
+        ("G forward", forward_only),
+        ("G forward+backward", forward_backward),
+        ("G+D training step", full_step),
+    ):
         fn()  # warm-up: allocator and kernel selection
         times = []
         for _ in range(args.steps):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        print(f"{name:<20} median {statistics.median(times):7.3f} s  "
-              f"(min {min(times):.3f}, max {max(times):.3f}, n={len(times)})")
+        print(
+            f"{name:<20} median {statistics.median(times):7.3f} s  "
+            f"(min {min(times):.3f}, max {max(times):.3f}, n={len(times)})"
+        )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,21 @@ import torch.nn.functional as F
 
 
 @functools.lru_cache(maxsize=32)
-def _mel_basis_np(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None,
-                  htk: bool) -> np.ndarray:
+def _mel_basis_np(
+    sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None, htk: bool
+) -> np.ndarray:
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk)
 
 
-def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None,
-              htk: bool = False, device: torch.device | str = "cpu") -> torch.Tensor:
+def mel_basis(
+    sr: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    htk: bool = False,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Mel filterbank ``[n_mels, n_fft // 2 + 1]`` (librosa; Slaney unless ``htk``)."""
     basis = _mel_basis_np(int(sr), int(n_fft), int(n_mels), float(fmin), fmax, bool(htk))
     return torch.from_numpy(basis).to(device=device, dtype=torch.float32)
@@ -33,8 +41,9 @@ def _hann(win_length: int, device: torch.device) -> torch.Tensor:
     return torch.hann_window(win_length, periodic=True, device=device, dtype=torch.float32)
 
 
-def linear_spectrogram(y: torch.Tensor, n_fft: int, hop_length: int,
-                       win_length: int | None = None) -> torch.Tensor:
+def linear_spectrogram(
+    y: torch.Tensor, n_fft: int, hop_length: int, win_length: int | None = None
+) -> torch.Tensor:
     """Magnitude spectrogram as RVC's ``spectrogram_torch``.
 
     Args:
@@ -49,13 +58,26 @@ def linear_spectrogram(y: torch.Tensor, n_fft: int, hop_length: int,
         y = y.float()
         pad = (n_fft - hop_length) // 2
         y = F.pad(y.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-        spec = torch.stft(y, n_fft, hop_length=hop_length, win_length=win_length,
-                          window=_hann(win_length, y.device), center=False, return_complex=True)
+        spec = torch.stft(
+            y,
+            n_fft,
+            hop_length=hop_length,
+            win_length=win_length,
+            window=_hann(win_length, y.device),
+            center=False,
+            return_complex=True,
+        )
         return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-6)
 
 
-def spec_to_mel(spec: torch.Tensor, sr: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                fmax: float | None = None) -> torch.Tensor:
+def spec_to_mel(
+    spec: torch.Tensor,
+    sr: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> torch.Tensor:
     """Linear magnitude ``[B, F, T]`` -> log-mel ``[B, n_mels, T]`` (RVC's ``spec_to_mel_torch``)."""
     with torch.autocast(device_type=spec.device.type, enabled=False):
         basis = mel_basis(sr, n_fft, n_mels, fmin, fmax, device=spec.device)
@@ -63,9 +85,16 @@ def spec_to_mel(spec: torch.Tensor, sr: int, n_fft: int, n_mels: int, fmin: floa
         return torch.log(torch.clamp(mel, min=1e-5))
 
 
-def mel_spectrogram(y: torch.Tensor, sr: int, n_fft: int, hop_length: int, n_mels: int,
-                    win_length: int | None = None, fmin: float = 0.0,
-                    fmax: float | None = None) -> torch.Tensor:
+def mel_spectrogram(
+    y: torch.Tensor,
+    sr: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    win_length: int | None = None,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> torch.Tensor:
     """Waveform ``[B, N]``/``[B, 1, N]`` -> log-mel ``[B, n_mels, N // hop]`` (RVC's numerics)."""
     spec = linear_spectrogram(y, n_fft, hop_length, win_length)
     return spec_to_mel(spec, sr, n_fft, n_mels, fmin, fmax)

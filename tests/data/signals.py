@@ -17,8 +17,9 @@ def voiced(sr: int, seconds: float, f0: float = 150.0, seed: int = 0) -> np.ndar
     return (0.5 * y / np.abs(y).max()).astype(np.float32)
 
 
-def phrases(sr: int, n: int = 3, seconds: float = 2.0, pause: float = 0.8, seed: int = 0,
-            f0: float = 150.0) -> np.ndarray:
+def phrases(
+    sr: int, n: int = 3, seconds: float = 2.0, pause: float = 0.8, seed: int = 0, f0: float = 150.0
+) -> np.ndarray:
     """``n`` voiced phrases with digital-silence pauses before, between and after."""
     gap = np.zeros(int(sr * pause), dtype=np.float32)
     parts = [gap]

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvc_lora.data.audio import (AudioError, chunk_spans, find_audio_files, highpass, load_audio,
-                                 normalize_chunk)
+from rvc_lora.data.audio import (
+    AudioError,
+    chunk_spans,
+    find_audio_files,
+    highpass,
+    load_audio,
+    normalize_chunk,
+)
 from tests.data.signals import voiced
 
 

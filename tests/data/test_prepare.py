@@ -25,8 +25,12 @@ def encoder_path(tmp_path_factory):
 def _voice_folder(root, bad: bool = True):
     (root / "nested" / "día 2").mkdir(parents=True)
     sf.write(root / "take one.wav", phrases(44100, n=2, seconds=1.6, seed=1), 44100)
-    sf.write(root / "nested" / "día 2" / "tomá.flac", phrases(22050, n=2, seconds=1.6, seed=5),
-             22050, subtype="PCM_24")
+    sf.write(
+        root / "nested" / "día 2" / "tomá.flac",
+        phrases(22050, n=2, seconds=1.6, seed=5),
+        22050,
+        subtype="PCM_24",
+    )
     sf.write(root / "stereo.wav", np.stack([phrases(16000, n=1, seed=9)] * 2, axis=1), 16000)
     if bad:
         (root / "empty.wav").write_bytes(b"")
@@ -42,10 +46,19 @@ def _voice_folder(root, bad: bool = True):
 
 
 def _dm(tmp_path, encoder_path, f0_method: str = "pm", **kw) -> VoiceDataModule:
-    return VoiceDataModule(input_dir=str(tmp_path / "voice"), cache_dir=str(tmp_path / "cache"),
-                           sample_rate=16000, hop_length=160, n_fft=512, version="v1",
-                           encoder_path=str(encoder_path), f0_method=f0_method, batch_size=2,
-                           progress=False, **kw)
+    return VoiceDataModule(
+        input_dir=str(tmp_path / "voice"),
+        cache_dir=str(tmp_path / "cache"),
+        sample_rate=16000,
+        hop_length=160,
+        n_fft=512,
+        version="v1",
+        encoder_path=str(encoder_path),
+        f0_method=f0_method,
+        batch_size=2,
+        progress=False,
+        **kw,
+    )
 
 
 def test_prepare_skips_bad_files_and_batches_the_rest(tmp_path, encoder_path, caplog) -> None:
@@ -54,16 +67,25 @@ def test_prepare_skips_bad_files_and_batches_the_rest(tmp_path, encoder_path, ca
     dm.prepare_data()
     report = dm.report
     reasons = dict(report.skipped)
-    assert set(reasons) == {"empty.wav", "readme.wav", "cut.wav", "click.wav", "silence.wav",
-                            "nan.wav"}
+    assert set(reasons) == {
+        "empty.wav",
+        "readme.wav",
+        "cut.wav",
+        "click.wav",
+        "silence.wav",
+        "nan.wav",
+    }
     assert "file is empty" in reasons["empty.wav"]
     assert "too short" in reasons["click.wav"]
     assert "only silence" in reasons["silence.wav"]
     assert "NaN" in reasons["nan.wav"]
     assert all("\n" not in r for r in reasons.values())
     assert "skipped 6 of 9 files" in caplog.text
-    assert {i.source for i in report.items} == {"take one.wav", "nested/día 2/tomá.flac",
-                                                 "stereo.wav"}
+    assert {i.source for i in report.items} == {
+        "take one.wav",
+        "nested/día 2/tomá.flac",
+        "stereo.wav",
+    }
     assert report.slices_extracted == len(report.items) >= 5
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
@@ -120,16 +142,23 @@ def test_folder_without_usable_audio_stops_with_clear_error(tmp_path, encoder_pa
 
 def test_missing_encoder_weights_name_the_file_and_the_fix(tmp_path) -> None:
     _voice_folder(tmp_path / "voice", bad=False)
-    with pytest.raises(Exception, match=r"weights not found at .*hubert_base\.pt.*download"):
+    with pytest.raises(Exception, match=r"weights not found: looked for .*hubert_base\.pt.*download"):
         _dm(tmp_path, tmp_path / "models" / "hubert_base.pt").prepare_data()
 
 
 @pytest.mark.slow
 def test_prepare_command_line(tmp_path) -> None:
     _voice_folder(tmp_path / "voice")
-    cmd = [sys.executable, "-m", "rvc_lora.data.prepare", f"data.input_dir={tmp_path / 'voice'}",
-           f"paths.root_dir={tmp_path}", "data.progress=false", "features.f0_method=pm",
-           f"hydra.run.dir={tmp_path / 'run'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rvc_lora.data.prepare",
+        f"data.input_dir={tmp_path / 'voice'}",
+        f"paths.root_dir={tmp_path}",
+        "data.progress=false",
+        "features.f0_method=pm",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "prepared" in ok.stdout and ok.stdout.count("skipped:") == 6

@@ -9,15 +9,18 @@ from tests.data.signals import voiced
 
 
 def _layout(sr: int, parts: list[tuple[str, float]]) -> np.ndarray:
-    out = [voiced(sr, s, seed=i) if kind == "v" else np.zeros(int(sr * s), np.float32)
-           for i, (kind, s) in enumerate(parts)]
+    out = [
+        voiced(sr, s, seed=i) if kind == "v" else np.zeros(int(sr * s), np.float32)
+        for i, (kind, s) in enumerate(parts)
+    ]
     return np.concatenate(out)
 
 
 def test_long_pauses_split_and_short_pauses_stay() -> None:
     sr = 40000
-    y = _layout(sr, [("s", 1.0), ("v", 2.0), ("s", 1.0), ("v", 2.0), ("s", 0.2), ("v", 1.0),
-                     ("s", 2.0)])
+    y = _layout(
+        sr, [("s", 1.0), ("v", 2.0), ("s", 1.0), ("v", 2.0), ("s", 0.2), ("v", 1.0), ("s", 2.0)]
+    )
     spans = [(a / sr, b / sr) for a, b in slice_audio(y, sr)]
     assert len(spans) == 2
     (a0, b0), (a1, b1) = spans

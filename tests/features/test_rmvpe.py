@@ -80,8 +80,9 @@ def test_fp16_state_dict_round_trip(tmp_path) -> None:
     x = _audio(SR // 2)
     mel = reference.mel(torch.from_numpy(x)[None])
     assert torch.equal(loaded.salience(mel), reference.salience(mel))
-    np.testing.assert_array_equal(loaded.infer_from_audio(x, thred=0.0),
-                                  reference.infer_from_audio(x, thred=0.0))
+    np.testing.assert_array_equal(
+        loaded.infer_from_audio(x, thred=0.0), reference.infer_from_audio(x, thred=0.0)
+    )
 
 
 def test_missing_and_mismatched_files_are_refused(tmp_path) -> None:
@@ -112,8 +113,16 @@ def test_missing_and_mismatched_files_are_refused(tmp_path) -> None:
 def test_mel_matches_librosa() -> None:
     x = _audio(12_345)
     ours = RMVPE(_tiny_net()).mel(torch.from_numpy(x)[None])[0].numpy()
-    spec = np.abs(librosa.stft(x.astype(np.float64), n_fft=1024, hop_length=160, window="hann",
-                               center=True, pad_mode="reflect"))
+    spec = np.abs(
+        librosa.stft(
+            x.astype(np.float64),
+            n_fft=1024,
+            hop_length=160,
+            window="hann",
+            center=True,
+            pad_mode="reflect",
+        )
+    )
     basis = librosa.filters.mel(sr=SR, n_fft=1024, n_mels=128, fmin=30, fmax=8000, htk=True)
     ref = np.log(np.maximum(basis.astype(np.float64) @ spec, 1e-5))
     assert ours.shape == ref.shape == (128, 12_345 // 160 + 1)
@@ -160,7 +169,8 @@ def test_network_sees_frames_padded_to_32() -> None:
     assert torch.all((sal > 0) & (sal < 1))
     # a torch tensor input gives the same as numpy
     x = _audio(5_000)
-    np.testing.assert_array_equal(model.infer_from_audio(torch.from_numpy(x)),
-                                  model.infer_from_audio(x))
+    np.testing.assert_array_equal(
+        model.infer_from_audio(torch.from_numpy(x)), model.infer_from_audio(x)
+    )
     with pytest.raises(ValueError, match="mono"):
         model.infer_from_audio(np.zeros((2, 5_000), dtype=np.float32))

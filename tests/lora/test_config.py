@@ -69,9 +69,16 @@ def test_presets_nest_and_fill_targets_and_extras():
 
 
 def test_json_round_trip_and_unknown_keys():
-    cfg = LoraConfig(rank=4, alpha=8, dropout=0.1, use_rslora=True, preset="all",
-                     exclude=[r"dec\.ups\.0"], rank_pattern={r"dec\.ups\.\d+": 16},
-                     alpha_pattern={r"dec\..*": 4.0})
+    cfg = LoraConfig(
+        rank=4,
+        alpha=8,
+        dropout=0.1,
+        use_rslora=True,
+        preset="all",
+        exclude=[r"dec\.ups\.0"],
+        rank_pattern={r"dec\.ups\.\d+": 16},
+        alpha_pattern={r"dec\..*": 4.0},
+    )
     again = LoraConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg and again.to_dict() == cfg.to_dict()
     with pytest.raises(LoraError, match="unknown keys"):
@@ -79,8 +86,13 @@ def test_json_round_trip_and_unknown_keys():
 
 
 def test_per_module_rank_alpha_first_match_wins():
-    cfg = LoraConfig(rank=8, alpha=16, targets=["a.*"],
-                     rank_pattern={r"a\.1": 2, r"a\.\d": 4}, alpha_pattern={r"a\.\d": 1.0})
+    cfg = LoraConfig(
+        rank=8,
+        alpha=16,
+        targets=["a.*"],
+        rank_pattern={r"a\.1": 2, r"a\.\d": 4},
+        alpha_pattern={r"a\.\d": 1.0},
+    )
     assert (cfg.rank_for("a.1"), cfg.rank_for("a.2"), cfg.rank_for("a.10")) == (2, 4, 8)
     assert (cfg.scale_for("a.1"), cfg.scale_for("a.2"), cfg.scale_for("a.10")) == (0.5, 0.25, 2.0)
     rs = LoraConfig(rank=16, alpha=8, targets=["a"], use_rslora=True)

@@ -40,8 +40,9 @@ def test_pattern_matching_nothing_names_the_pattern_and_neighbours():
     assert r"'boddy\\.3'" in msg and "body.1" in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize(("target", "type_name"),
-                         [(r"conv2d", "Conv2d"), (r"emb", "Embedding"), (r"body", "ModuleList")])
+@pytest.mark.parametrize(
+    ("target", "type_name"), [(r"conv2d", "Conv2d"), (r"emb", "Embedding"), (r"body", "ModuleList")]
+)
 def test_unsupported_type_is_named(target, type_name):
     model = Decoy()
     with pytest.raises(LoraError, match=type_name):
@@ -58,8 +59,9 @@ def test_grouped_conv_is_refused():
 
 def test_exclude_and_rank_pattern_and_sorted_names():
     model = Decoy()
-    cfg = LoraConfig(targets=[r"body\.\d+", r"grouped"], exclude=[r"grouped"],
-                     rank_pattern={r"body\.1": 2})
+    cfg = LoraConfig(
+        targets=[r"body\.\d+", r"grouped"], exclude=[r"grouped"], rank_pattern={r"body\.1": 2}
+    )
     assert inject_lora(model, cfg) == ["body.0", "body.1"]
     layers = lora_layers(model)
     assert layers["body.1"].lora_A.shape == (2, 4 * 3) and layers["body.0"].rank == 8
@@ -124,8 +126,9 @@ def _reference_op(layer, kind):
     if kind == "linear":
         return lambda x, w, b: F.linear(x, w, b)
     if kind.startswith("convT"):
-        return lambda x, w, b: F.conv_transpose1d(x, w, b, m.stride, m.padding, m.output_padding,
-                                                  1, m.dilation)
+        return lambda x, w, b: F.conv_transpose1d(
+            x, w, b, m.stride, m.padding, m.output_padding, 1, m.dilation
+        )
     return lambda x, w, b: F.conv1d(x, w, b, m.stride, m.padding, m.dilation)
 
 

@@ -130,8 +130,9 @@ def test_base_loaded_after_wrapping_is_used(kind, flavour):
     x, sid = make_input(kind)
     inject_lora(model, config())
     assert rel_err(model(x, sid), donor(x, sid)) > 1e-2
-    renamed = {k.replace("body.0.", "body.0.base_layer.", 1): v
-               for k, v in donor.state_dict().items()}
+    renamed = {
+        k.replace("body.0.", "body.0.base_layer.", 1): v for k, v in donor.state_dict().items()
+    }
     missing, unexpected = model.load_state_dict(renamed, strict=False)
     assert sorted(missing) == ["body.0.lora_A", "body.0.lora_B"] and not unexpected
     assert torch.equal(model(x, sid), donor(x, sid))

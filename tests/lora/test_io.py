@@ -128,8 +128,11 @@ def test_shape_mismatch_lists_keys(tmp_path):
     path = save_adapter(_trained("conv_k3_d3", "param"), tmp_path / "a.safetensors")
     dst = make_model("conv_k3_d3", "param")
     inject_lora(dst, config(extra_trainable=EXTRA, rank=4, alpha=8))  # same scale, other rank
-    with pytest.raises(CheckpointError, match=r"shape mismatch: body\.0\.lora_A file \[8, 24\] "
-                                              r"vs model \[4, 24\]; body\.0\.lora_B"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatch: body\.0\.lora_A file \[8, 24\] "
+        r"vs model \[4, 24\]; body\.0\.lora_B",
+    ):
         load_adapter(dst, path)
     dst2 = make_model("conv_k3_d3", "param")
     inject_lora(dst2, config(extra_trainable=EXTRA, alpha=4))

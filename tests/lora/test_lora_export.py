@@ -21,7 +21,9 @@ def _infer(model, inputs) -> torch.Tensor:
 def test_merged_v2_40k_export_loads_back_with_identical_output(tmp_path) -> None:
     model = build_synthesizer("v2_40k").eval()
     with torch.device("meta"):
-        rvc_keys = [k for k in build_synthesizer("v2_40k").state_dict() if not k.startswith("enc_q.")]
+        rvc_keys = [
+            k for k in build_synthesizer("v2_40k").state_dict() if not k.startswith("enc_q.")
+        ]
     inject_lora(model, LoraConfig(preset="decoder", rank=8))
     randomize_adapter(model, relative=0.2)
     inputs = synth_inputs(model.config, True, frames=20, batch=1)

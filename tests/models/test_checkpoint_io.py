@@ -40,7 +40,12 @@ def test_pretrained_base_layout_loads(tmp_path, f0: bool) -> None:
     torch.save({"model": state}, path)
     loaded = load_rvc_checkpoint(path)
     assert (loaded.kind, loaded.preset, loaded.f0, loaded.version, loaded.sr) == (
-        "pretrained", "tiny", f0, "v1", 16000)
+        "pretrained",
+        "tiny",
+        f0,
+        "v1",
+        16000,
+    )
     assert loaded.model.enc_q is not None  # kept for training
     for k, v in loaded.model.state_dict().items():
         assert v.dtype == torch.float32
@@ -88,9 +93,26 @@ def test_export_has_rvc_layout(tmp_path) -> None:
     assert list(cpt["weight"]) == [k for k in reference if not k.startswith("enc_q.")]
     assert len(cpt["weight"]) == 457
     assert all(v.dtype == torch.float16 for v in cpt["weight"].values())
-    assert cpt["config"] == [1025, 32, 192, 192, 768, 2, 6, 3, 0.0, "1", [3, 7, 11],
-                             [[1, 3, 5], [1, 3, 5], [1, 3, 5]], [10, 10, 2, 2], 512,
-                             [16, 16, 4, 4], 109, 256, 40000]
+    assert cpt["config"] == [
+        1025,
+        32,
+        192,
+        192,
+        768,
+        2,
+        6,
+        3,
+        0.0,
+        "1",
+        [3, 7, 11],
+        [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+        [10, 10, 2, 2],
+        512,
+        [16, 16, 4, 4],
+        109,
+        256,
+        40000,
+    ]
     assert (cpt["sr"], cpt["f0"], cpt["version"]) == ("40k", 1, "v2")
 
 

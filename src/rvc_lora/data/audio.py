@@ -28,10 +28,14 @@ def find_audio_files(root: str | os.PathLike[str]) -> list[Path]:
     """Audio files under ``root`` (recursively), sorted by relative path for stable ids."""
     root = Path(root)
     if not root.is_dir():
-        raise AudioError(f"{root}: input folder does not exist; set data.input_dir to a folder "
-                         f"of recordings")
-    files = [p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-             and not p.name.startswith(".")]
+        raise AudioError(
+            f"{root}: input folder does not exist; set data.input_dir to a folder of recordings"
+        )
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+    ]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -39,13 +43,31 @@ def _decode_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
     """Decode what libsndfile cannot (AAC, some MP3s) through an ffmpeg on PATH."""
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise AudioError(f"{path}: format not readable by libsndfile and ffmpeg is not installed; "
-                         f"convert it to WAV/FLAC or install ffmpeg")
+        raise AudioError(
+            f"{path}: format not readable by libsndfile and ffmpeg is not installed; "
+            f"convert it to WAV/FLAC or install ffmpeg"
+        )
     sr = 44100
     proc = subprocess.run(
-        [exe, "-nostdin", "-v", "error", "-i", str(path), "-f", "f32le", "-acodec", "pcm_f32le",
-         "-ac", "1", "-ar", str(sr), "-"],
-        capture_output=True, check=False,
+        [
+            exe,
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "f32le",
+            "-acodec",
+            "pcm_f32le",
+            "-ac",
+            "1",
+            "-ar",
+            str(sr),
+            "-",
+        ],
+        capture_output=True,
+        check=False,
     )
     if proc.returncode != 0 or not proc.stdout:
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -101,7 +123,9 @@ def normalize_chunk(y: np.ndarray) -> np.ndarray | None:
     return (y / peak * (NORM_MAX * NORM_ALPHA) + (1 - NORM_ALPHA) * y).astype(np.float32)
 
 
-def chunk_spans(n: int, sr: int, per: float = 3.7, overlap: float = 0.3) -> Iterator[tuple[int, int]]:
+def chunk_spans(
+    n: int, sr: int, per: float = 3.7, overlap: float = 0.3
+) -> Iterator[tuple[int, int]]:
     """RVC's chunking of a slice: ``per``-second windows every ``per - overlap`` seconds while more
     than ``per + overlap`` seconds remain, then the remainder."""
     start = 0

@@ -26,15 +26,6 @@ log = logging.getLogger(__name__)
 _CHECKSUM = "__sha256__"
 
 
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def settings_hash(settings: Any) -> str:
     """Stable hash of a dataclass / mapping of settings (JSON with sorted keys)."""
     data = asdict(settings) if is_dataclass(settings) else dict(settings)

@@ -14,8 +14,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from rvc_lora.data.audio import find_audio_files
 from rvc_lora.data.cache import read_entry
-from rvc_lora.data.features_cache import (FeatureCacheBuilder, FeatureSettings, NoUsableAudioError,
-                                          PreparedItem, PrepareReport)
+from rvc_lora.data.features_cache import (
+    FeatureCacheBuilder,
+    FeatureSettings,
+    NoUsableAudioError,
+    PreparedItem,
+    PrepareReport,
+)
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
 from rvc_lora.spectral import linear_spectrogram
@@ -38,8 +43,14 @@ class VoiceDataset(Dataset):
     the shortest, as RVC does; with ``max_frames`` a random window of that length is taken.
     """
 
-    def __init__(self, items: list[PreparedItem], spec: SpectrogramSettings, speaker_id: int = 0,
-                 max_frames: int | None = 900, random_crop: bool = True) -> None:
+    def __init__(
+        self,
+        items: list[PreparedItem],
+        spec: SpectrogramSettings,
+        speaker_id: int = 0,
+        max_frames: int | None = 900,
+        random_crop: bool = True,
+    ) -> None:
         self.items, self.spec, self.speaker_id = items, spec, speaker_id
         self.max_frames, self.random_crop = max_frames, random_crop
 
@@ -50,8 +61,10 @@ class VoiceDataset(Dataset):
         item = self.items[index]
         audio, feats = read_entry(item.slice_path), read_entry(item.feature_path)
         if audio is None or feats is None:
-            raise RuntimeError(f"cache entry of {item.source} vanished or is damaged; run the "
-                               f"preparation again (python -m rvc_lora.data.prepare)")
+            raise RuntimeError(
+                f"cache entry of {item.source} vanished or is damaged; run the "
+                f"preparation again (python -m rvc_lora.data.prepare)"
+            )
         hop = self.spec.hop_length
         phone = np.repeat(feats["feats"].astype(np.float32), 2, axis=0)  # 50 -> 100 frames/s
         t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
@@ -79,9 +92,13 @@ def collate_voice(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
         return torch.stack([_pad_time(b[key], size, time_first=key == "phone") for b in batch])
 
     return {
-        "phone": pad("phone", t), "pitch": pad("pitch", t), "pitchf": pad("pitchf", t),
-        "spec": pad("spec", t), "wav": pad("wav", n).unsqueeze(1),
-        "lengths": lengths, "wav_lengths": torch.tensor([b["wav"].shape[0] for b in batch]),
+        "phone": pad("phone", t),
+        "pitch": pad("pitch", t),
+        "pitchf": pad("pitchf", t),
+        "spec": pad("spec", t),
+        "wav": pad("wav", n).unsqueeze(1),
+        "lengths": lengths,
+        "wav_lengths": torch.tensor([b["wav"].shape[0] for b in batch]),
         "sid": torch.stack([b["sid"] for b in batch]),
     }
 
@@ -92,8 +109,9 @@ def _pad_time(x: torch.Tensor, size: int, time_first: bool) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
 
-def split_by_source(items: list[PreparedItem], val_fraction: float, seed: int
-                    ) -> tuple[list[PreparedItem], list[PreparedItem]]:
+def split_by_source(
+    items: list[PreparedItem], val_fraction: float, seed: int
+) -> tuple[list[PreparedItem], list[PreparedItem]]:
     """Deterministic train/val split by source file, so no recording is on both sides.
 
     With a single source file the last slice of it is held out instead.
@@ -106,8 +124,10 @@ def split_by_source(items: list[PreparedItem], val_fraction: float, seed: int
     rng.shuffle(shuffled)
     n_val = min(max(1, round(val_fraction * len(sources))), len(sources) - 1)
     val_sources = set(shuffled[:n_val])
-    return ([i for i in items if i.source not in val_sources],
-            [i for i in items if i.source in val_sources])
+    return (
+        [i for i in items if i.source not in val_sources],
+        [i for i in items if i.source in val_sources],
+    )
 
 
 class VoiceDataModule(L.LightningDataModule):
@@ -122,19 +142,38 @@ class VoiceDataModule(L.LightningDataModule):
         version: content features: ``v1`` (256-d) or ``v2`` (768-d).
     """
 
-    def __init__(self, input_dir: str, cache_dir: str, sample_rate: int, hop_length: int,
-                 n_fft: int, version: str = "v2", encoder_path: str = "models/hubert_base.pt",
-                 f0_method: str = "rmvpe", rmvpe_path: str = "models/rmvpe.pt",
-                 batch_size: int = 4, val_fraction: float = 0.1, seed: int = 1234,
-                 max_frames: int | None = 900, num_workers: int = 0, prepare_workers: int = 0,
-                 speaker_id: int = 0, device: str = "cpu", progress: bool = True,
-                 slicer: SlicerConfig | None = None) -> None:
+    def __init__(
+        self,
+        input_dir: str,
+        cache_dir: str,
+        sample_rate: int,
+        hop_length: int,
+        n_fft: int,
+        version: str = "v2",
+        encoder_path: str = "models/hubert_base.pt",
+        f0_method: str = "rmvpe",
+        rmvpe_path: str = "models/rmvpe.pt",
+        batch_size: int = 4,
+        val_fraction: float = 0.1,
+        seed: int = 1234,
+        max_frames: int | None = 900,
+        num_workers: int = 0,
+        prepare_workers: int = 0,
+        speaker_id: int = 0,
+        device: str = "cpu",
+        progress: bool = True,
+        slicer: SlicerConfig | None = None,
+    ) -> None:
         super().__init__()
         self.input_dir, self.cache_dir = Path(input_dir), Path(cache_dir)
         self.prep = PrepSettings(sr=sample_rate, slicer=slicer or SlicerConfig())
-        self.features = FeatureSettings(version=version, encoder_path=str(encoder_path),
-                                        f0_method=f0_method, rmvpe_path=str(rmvpe_path),
-                                        device=device)
+        self.features = FeatureSettings(
+            version=version,
+            encoder_path=str(encoder_path),
+            f0_method=f0_method,
+            rmvpe_path=str(rmvpe_path),
+            device=device,
+        )
         self.spec = SpectrogramSettings(hop_length=hop_length, n_fft=n_fft)
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.max_frames, self.num_workers = max_frames, num_workers
@@ -144,8 +183,13 @@ class VoiceDataModule(L.LightningDataModule):
         self.val_items: list[PreparedItem] = []
 
     def builder(self) -> FeatureCacheBuilder:
-        return FeatureCacheBuilder(self.cache_dir, self.prep, self.features,
-                                   num_workers=self.prepare_workers, progress=self.progress)
+        return FeatureCacheBuilder(
+            self.cache_dir,
+            self.prep,
+            self.features,
+            num_workers=self.prepare_workers,
+            progress=self.progress,
+        )
 
     def prepare_data(self) -> None:
         files = find_audio_files(self.input_dir)
@@ -164,17 +208,30 @@ class VoiceDataModule(L.LightningDataModule):
         if self.report is None:  # e.g. another process ran prepare_data: cheap cached re-run
             self.prepare_data()
         assert self.report is not None
-        self.train_items, self.val_items = split_by_source(self.report.items, self.val_fraction,
-                                                           self.seed)
+        self.train_items, self.val_items = split_by_source(
+            self.report.items, self.val_fraction, self.seed
+        )
 
     def train_dataloader(self) -> DataLoader:
         ds = VoiceDataset(self.train_items, self.spec, self.speaker_id, self.max_frames)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=False,
-                          collate_fn=collate_voice, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=False,
+            collate_fn=collate_voice,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
-        ds = VoiceDataset(self.val_items, self.spec, self.speaker_id, self.max_frames,
-                          random_crop=False)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False,
-                          collate_fn=collate_voice, num_workers=self.num_workers)
+        ds = VoiceDataset(
+            self.val_items, self.spec, self.speaker_id, self.max_frames, random_crop=False
+        )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=collate_voice,
+            num_workers=self.num_workers,
+        )

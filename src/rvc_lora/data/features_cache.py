@@ -19,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rvc_lora.data.audio import AudioError
-from rvc_lora.data.cache import file_sha256, read_entry, read_json, settings_hash, write_entry, write_json
+from rvc_lora.data.cache import read_entry, read_json, settings_hash, write_entry, write_json
 from rvc_lora.data.preprocess import PrepSettings, slice_recording
+from rvc_lora.features.weights import file_sha256
 from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class PrepareReport:
 
     def summary(self) -> str:
         sources = len({i.source for i in self.items})
-        text = (f"{len(self.items)} slices from {sources} files ({self.slices_extracted} "
-                f"extracted, {self.slices_reused} from cache)")
+        text = (
+            f"{len(self.items)} slices from {sources} files ({self.slices_extracted} "
+            f"extracted, {self.slices_reused} from cache)"
+        )
         if self.skipped:
             text += f"; {len(self.skipped)} files skipped"
         return text
@@ -66,10 +69,23 @@ class PrepareReport:
 class _FileJobs(Dataset):
     """One job per source file, run in a worker: slice (or reuse slices), F0 for new slices."""
 
-    def __init__(self, root: Path, files: list[Path], cache_dir: Path, prep: PrepSettings,
-                 prep_key: str, feature_dir: Path, f0_method: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        files: list[Path],
+        cache_dir: Path,
+        prep: PrepSettings,
+        prep_key: str,
+        feature_dir: Path,
+        f0_method: str,
+    ) -> None:
         self.root, self.files, self.cache_dir = root, files, cache_dir
-        self.prep, self.prep_key, self.feature_dir, self.f0_method = prep, prep_key, feature_dir, f0_method
+        self.prep, self.prep_key, self.feature_dir, self.f0_method = (
+            prep,
+            prep_key,
+            feature_dir,
+            f0_method,
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -89,8 +105,9 @@ class _FileJobs(Dataset):
         slice_dir = self.cache_dir / "slices" / file_key
         manifest = read_json(slice_dir / "manifest.json")
         sliced = False
-        if manifest is None or not all((slice_dir / f"{i:04d}.npz").is_file()
-                                       for i in range(manifest["count"])):
+        if manifest is None or not all(
+            (slice_dir / f"{i:04d}.npz").is_file() for i in range(manifest["count"])
+        ):
             slices = slice_recording(path, self.prep)
             for i, s in enumerate(slices):
                 write_entry(slice_dir / f"{i:04d}.npz", {"wav": s.wav, "wav16k": s.wav16k})
@@ -131,8 +148,14 @@ def _first(batch: list[Any]) -> Any:
 class FeatureCacheBuilder:
     """Slices and features for every recording under ``input_dir``, cached under ``cache_dir``."""
 
-    def __init__(self, cache_dir: str | os.PathLike[str], prep: PrepSettings,
-                 features: FeatureSettings, num_workers: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str],
+        prep: PrepSettings,
+        features: FeatureSettings,
+        num_workers: int = 0,
+        progress: bool = True,
+    ) -> None:
         self.cache_dir, self.prep, self.features = Path(cache_dir), prep, features
         self.num_workers, self.progress = num_workers, progress
         self._encoder = None
@@ -143,8 +166,12 @@ class FeatureCacheBuilder:
         from rvc_lora.features.weights import weights_identity
 
         f = self.features
-        ident = {"version": f.version, "f0_method": f.f0_method, "sr": self.prep.sr,
-                 "encoder": weights_identity(f.encoder_path, "content encoder")}
+        ident = {
+            "version": f.version,
+            "f0_method": f.f0_method,
+            "sr": self.prep.sr,
+            "encoder": weights_identity(f.encoder_path, "content encoder"),
+        }
         if f.f0_method == "rmvpe":
             ident["rmvpe"] = weights_identity(f.rmvpe_path, "RMVPE")
         return settings_hash(ident)
@@ -156,8 +183,9 @@ class FeatureCacheBuilder:
         root = Path(input_dir)
         prep_key = settings_hash(asdict(self.prep))
         feature_dir = self.cache_dir / "features" / self.feature_key()[:16]
-        jobs = _FileJobs(root, files, self.cache_dir, self.prep, prep_key, feature_dir,
-                         self.features.f0_method)
+        jobs = _FileJobs(
+            root, files, self.cache_dir, self.prep, prep_key, feature_dir, self.features.f0_method
+        )
         loader = DataLoader(jobs, batch_size=1, num_workers=self.num_workers, collate_fn=_first)
         report = PrepareReport()
         with _progress(self.progress, len(files)) as advance:
@@ -176,20 +204,35 @@ class FeatureCacheBuilder:
                         feats = self._content(chunk["wav16k"])
                         n = len(chunk["wav16k"]) // 160
                         f0 = np.asarray(f0, dtype=np.float32)[:n]
-                        write_entry(chunk["feature_path"], {
-                            "feats": feats.astype(np.float16), "f0": f0,
-                            "pitch": coarse_pitch(f0).astype(np.int16)})
+                        write_entry(
+                            chunk["feature_path"],
+                            {
+                                "feats": feats.astype(np.float16),
+                                "f0": f0,
+                                "pitch": coarse_pitch(f0).astype(np.int16),
+                            },
+                        )
                         chunk["frames"] = len(f0)
                         report.slices_extracted += 1
                     else:
                         report.slices_reused += 1
-                    report.items.append(PreparedItem(
-                        chunk["item_id"], result["source"], Path(chunk["slice_path"]),
-                        Path(chunk["feature_path"]), int(chunk["frames"])))
+                    report.items.append(
+                        PreparedItem(
+                            chunk["item_id"],
+                            result["source"],
+                            Path(chunk["slice_path"]),
+                            Path(chunk["feature_path"]),
+                            int(chunk["frames"]),
+                        )
+                    )
         if report.skipped:
             reasons = Counter(_reason_kind(r) for _, r in report.skipped)
-            log.warning("skipped %d of %d files: %s", len(report.skipped), len(files),
-                        ", ".join(f"{n} {k}" for k, n in reasons.most_common()))
+            log.warning(
+                "skipped %d of %d files: %s",
+                len(report.skipped),
+                len(files),
+                ", ".join(f"{n} {k}" for k, n in reasons.most_common()),
+            )
         return report
 
     def _content(self, wav16k: np.ndarray) -> np.ndarray:
@@ -197,7 +240,9 @@ class FeatureCacheBuilder:
         if self._encoder is None:
             from rvc_lora.features.hubert import load_content_encoder
 
-            self._encoder = load_content_encoder(self.features.encoder_path).to(self.features.device)
+            self._encoder = load_content_encoder(self.features.encoder_path).to(
+                self.features.device
+            )
         wav = torch.from_numpy(wav16k).float().unsqueeze(0).to(self.features.device)
         return self._encoder.extract(wav, self.features.version)[0].float().cpu().numpy()
 
@@ -213,8 +258,16 @@ class FeatureCacheBuilder:
 
 def _reason_kind(reason: str) -> str:
     """Short category of a skip reason for the end-of-run summary."""
-    for key in ("empty", "too short", "silence", "NaN", "no speech", "not decodable",
-                "not readable", "no samples"):
+    for key in (
+        "empty",
+        "too short",
+        "silence",
+        "NaN",
+        "no speech",
+        "not decodable",
+        "not readable",
+        "no samples",
+    ):
         if key in reason:
             return key
     return "unreadable"
@@ -229,12 +282,23 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda _name: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self._bar = Progress(TextColumn("[bold]preparing[/] {task.description}"), BarColumn(),
-                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                             TimeRemainingColumn())
+        self._bar = Progress(
+            TextColumn("[bold]preparing[/] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         self._bar.start()
         task = self._bar.add_task("", total=self.total)
         return lambda name: self._bar.update(task, advance=1, description=name[-40:])

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rvc_lora.data.audio import AudioError, chunk_spans, highpass, load_audio, normalize_chunk, resample
+from rvc_lora.data.audio import (
+    AudioError,
+    chunk_spans,
+    highpass,
+    load_audio,
+    normalize_chunk,
+    resample,
+)
 from rvc_lora.data.slicer import SlicerConfig, slice_audio
 
 CONTENT_SR = 16000  # HuBERT and every F0 method run at 16 kHz
@@ -43,8 +50,10 @@ def slice_recording(path, prep: PrepSettings) -> list[Slice]:
     y, sr = load_audio(path, prep.sr)
     duration = len(y) / sr
     if duration < prep.min_chunk_seconds:
-        raise AudioError(f"{path}: too short ({duration:.2f} s; need at least "
-                         f"{prep.min_chunk_seconds} s of speech)")
+        raise AudioError(
+            f"{path}: too short ({duration:.2f} s; need at least "
+            f"{prep.min_chunk_seconds} s of speech)"
+        )
     if prep.highpass:
         y = highpass(y, sr)
     spans = slice_audio(y, sr, prep.slicer)
@@ -62,6 +71,8 @@ def slice_recording(path, prep: PrepSettings) -> list[Slice]:
                 continue
             slices.append(Slice(wav=chunk, wav16k=resample(chunk, sr, CONTENT_SR)))
     if not slices:
-        raise AudioError(f"{path}: no speech segment of at least {prep.min_chunk_seconds} s "
-                         f"after slicing on silence")
+        raise AudioError(
+            f"{path}: no speech segment of at least {prep.min_chunk_seconds} s "
+            f"after slicing on silence"
+        )
     return slices

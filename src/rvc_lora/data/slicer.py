@@ -36,7 +36,9 @@ def frame_rms(y: np.ndarray, frame_length: int, hop: int) -> np.ndarray:
     return np.sqrt(np.mean(padded[idx] ** 2, axis=1))
 
 
-def slice_audio(y: np.ndarray, sr: int, cfg: SlicerConfig = SlicerConfig()) -> list[tuple[int, int]]:
+def slice_audio(
+    y: np.ndarray, sr: int, cfg: SlicerConfig = SlicerConfig()
+) -> list[tuple[int, int]]:
     """Sample ranges ``[(start, end), ...]`` of the non-silent parts of ``y``.
 
     A silence splits the audio only if it lasts ``min_interval_ms`` and the part before it is at
@@ -59,11 +61,14 @@ def slice_audio(y: np.ndarray, sr: int, cfg: SlicerConfig = SlicerConfig()) -> l
     # Runs of silent frames [s, e).
     edges = np.diff(np.concatenate([[0], silent.astype(np.int8), [0]]))
     runs = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
     def quietest(lo: int, hi: int, last: bool = False) -> int:
         # Ties (digital silence) resolve towards the speech: the first frame when ending a
         # segment, the last frame when starting one.
         window = rms[lo:hi]
-        return lo + (len(window) - 1 - int(np.argmin(window[::-1])) if last else int(np.argmin(window)))
+        return lo + (
+            len(window) - 1 - int(np.argmin(window[::-1])) if last else int(np.argmin(window))
+        )
 
     spans: list[tuple[int, int]] = []
     start = 0  # frame where the current segment begins
@@ -85,6 +90,6 @@ def slice_audio(y: np.ndarray, sr: int, cfg: SlicerConfig = SlicerConfig()) -> l
     out = []
     for a, b in spans:
         a_s, b_s = a * hop, min(b * hop, len(y))
-        if b_s > a_s and not silent[a:max(b, a + 1)].all():
+        if b_s > a_s and not silent[a : max(b, a + 1)].all():
             out.append((a_s, b_s))
     return out

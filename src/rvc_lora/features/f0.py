@@ -47,7 +47,7 @@ def _fit_center(f0: np.ndarray, p_len: int) -> np.ndarray:
     """RVC's pm alignment: ``(p_len - len + 1) // 2`` zeros on the left, the rest on the right."""
     if len(f0) > p_len:  # never happens with pm's frame count; trim symmetrically to be safe
         start = (len(f0) - p_len) // 2
-        return f0[start:start + p_len]
+        return f0[start : start + p_len]
     left = (p_len - len(f0) + 1) // 2
     return np.pad(f0, (left, p_len - len(f0) - left))
 
@@ -58,8 +58,10 @@ def f0_pm(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float, **_: objec
         return np.zeros(p_len)
     parselmouth = _import("parselmouth", "praat-parselmouth")
     pitch = parselmouth.Sound(x, SAMPLE_RATE).to_pitch_ac(
-        time_step=HOP_LENGTH / SAMPLE_RATE, voicing_threshold=0.6,
-        pitch_floor=f0_min, pitch_ceiling=f0_max,
+        time_step=HOP_LENGTH / SAMPLE_RATE,
+        voicing_threshold=0.6,
+        pitch_floor=f0_min,
+        pitch_ceiling=f0_max,
     )
     return _fit_center(pitch.selected_array["frequency"], p_len)
 
@@ -67,13 +69,19 @@ def f0_pm(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float, **_: objec
 def _world(kind: str, x: np.ndarray, f0_min: float, f0_max: float) -> np.ndarray:
     pyworld = _import("pyworld", "pyworld")
     track = getattr(pyworld, kind)
-    f0, t = track(x, fs=SAMPLE_RATE, f0_floor=f0_min, f0_ceil=f0_max,
-                  frame_period=1000 * HOP_LENGTH / SAMPLE_RATE)
+    f0, t = track(
+        x,
+        fs=SAMPLE_RATE,
+        f0_floor=f0_min,
+        f0_ceil=f0_max,
+        frame_period=1000 * HOP_LENGTH / SAMPLE_RATE,
+    )
     return pyworld.stonemask(x, f0, t, SAMPLE_RATE)
 
 
-def f0_harvest(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float,
-               filter_radius: int = 3, **_: object) -> np.ndarray:
+def f0_harvest(
+    x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float, filter_radius: int = 3, **_: object
+) -> np.ndarray:
     """WORLD harvest + stonemask; 3-tap median filter if ``filter_radius > 2`` (as RVC)."""
     f0 = _world("harvest", x, f0_min, f0_max)
     if filter_radius > 2:
@@ -81,8 +89,7 @@ def f0_harvest(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float,
     return _fit_right(f0, p_len)
 
 
-def f0_dio(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float,
-           **_: object) -> np.ndarray:
+def f0_dio(x: np.ndarray, *, p_len: int, f0_min: float, f0_max: float, **_: object) -> np.ndarray:
     """WORLD dio + stonemask."""
     return _fit_right(_world("dio", x, f0_min, f0_max), p_len)
 
@@ -97,12 +104,10 @@ def _require_rmvpe(rmvpe: RMVPE | None) -> RMVPE:
     return rmvpe
 
 
-def f0_rmvpe(x: np.ndarray, *, p_len: int, rmvpe: RMVPE | None = None,
-             **_: object) -> np.ndarray:
+def f0_rmvpe(x: np.ndarray, *, p_len: int, rmvpe: RMVPE | None = None, **_: object) -> np.ndarray:
     """RMVPE (ignores f0_min/f0_max, as RVC). Returns N//160 + 1 frames, fitted to ``p_len``."""
     rmvpe = _require_rmvpe(rmvpe)
-    return _fit_right(rmvpe.infer_from_audio(x.astype(np.float32), thred=DEFAULT_THRESHOLD),
-                      p_len)
+    return _fit_right(rmvpe.infer_from_audio(x.astype(np.float32), thred=DEFAULT_THRESHOLD), p_len)
 
 
 F0_METHODS: dict[str, F0Fn] = {
@@ -140,9 +145,7 @@ def compute_f0(
         ValueError: unknown method, missing RMVPE model, or audio that is not 1-D and finite.
     """
     if method not in F0_METHODS:
-        raise ValueError(
-            f"unknown f0 method {method!r}; valid methods: {', '.join(F0_METHODS)}"
-        )
+        raise ValueError(f"unknown f0 method {method!r}; valid methods: {', '.join(F0_METHODS)}")
     x = np.asarray(wav16k, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"compute_f0 expects mono audio [N], got shape {list(x.shape)}")
@@ -158,6 +161,7 @@ def compute_f0(
         _require_rmvpe(rmvpe)  # fail the same way for silent or short input
     if len(x) < HOP_LENGTH or not np.any(x):  # under one frame, or digital silence
         return np.zeros(p_len, dtype=np.float32)
-    f0 = F0_METHODS[method](x, p_len=p_len, f0_min=f0_min, f0_max=f0_max, rmvpe=rmvpe,
-                            filter_radius=filter_radius)
+    f0 = F0_METHODS[method](
+        x, p_len=p_len, f0_min=f0_min, f0_max=f0_max, rmvpe=rmvpe, filter_radius=filter_radius
+    )
     return np.asarray(f0, dtype=np.float32)

@@ -24,6 +24,7 @@ from rvc_lora.features.fairseq_layout import (
     hubert_config_from_fairseq,
 )
 from rvc_lora.features.fairseq_pickle import load_fairseq_checkpoint, to_plain
+from rvc_lora.features.weights import require_weights, weights_identity
 from rvc_lora.utils.atomic import atomic_path, atomic_write_text
 from rvc_lora.utils.errors import CheckpointError
 
@@ -102,7 +103,7 @@ class ContentEncoder(nn.Module):
             CheckpointError: missing/unsafe/unreadable file, unsupported config, or weights that do
                 not fit the config (every problem listed in one message).
         """
-        p = _require(path)
+        p = require_weights(path, "content encoder")
         state = load_fairseq_checkpoint(p)
         args, cfg = state.get("args"), state.get("cfg")
         # fairseq itself prefers ``args`` when an old checkpoint has both.
@@ -142,7 +143,7 @@ class ContentEncoder(nn.Module):
         """
         from transformers import HubertConfig
 
-        d = _require(path)
+        d = require_weights(path, "content encoder")
         weight_file = next((d / n for n in _HF_WEIGHT_FILES if (d / n).is_file()), None)
         if not (d / "config.json").is_file() or weight_file is None:
             lacks = "config.json" if weight_file else " or ".join(_HF_WEIGHT_FILES)
@@ -315,7 +316,7 @@ class ContentEncoder(nn.Module):
         """sha256 of the source file (or of a folder's files); of the tensors if built in memory."""
         if self._weights_hash is None:
             self._weights_hash = (
-                _sha256_path(self.source) if self.source is not None else _sha256_tensors(self)
+                weights_identity(self.source) if self.source is not None else _sha256_tensors(self)
             )
         return self._weights_hash
 
@@ -323,7 +324,7 @@ class ContentEncoder(nn.Module):
 def load_content_encoder(path: str | os.PathLike[str]) -> ContentEncoder:
     """An HF-format folder (or its weight file) -> :meth:`ContentEncoder.from_hf_dir`; any other
     file -> :meth:`ContentEncoder.from_fairseq`."""
-    p = _require(path)
+    p = require_weights(path, "content encoder")
     if p.is_file() and p.name in _HF_WEIGHT_FILES and (p.parent / "config.json").is_file():
         p = p.parent  # the weight file of an HF folder was named instead of the folder
     return ContentEncoder.from_hf_dir(p) if p.is_dir() else ContentEncoder.from_fairseq(p)
@@ -340,15 +341,6 @@ def convert_fairseq_to_hf_dir(
 def _check_version(version: str) -> None:
     if version not in OUTPUT_LAYER:
         raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
-
-
-def _require(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(
-            f"content encoder weights not found: looked for {p.resolve()}; {_HOW_TO_GET}"
-        )
-    return p
 
 
 def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -370,20 +362,6 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
 def _few(items: list[str], n: int = 12) -> str:
     more = f" (+{len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
-
-
-def _sha256_path(path: Path) -> str:
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    outer = hashlib.sha256()
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        if len(files) == 1:
-            return h.hexdigest()
-        outer.update(f"{f.relative_to(path)}:{h.hexdigest()}\n".encode())
-    return outer.hexdigest()
 
 
 def _sha256_tensors(module: nn.Module) -> str:

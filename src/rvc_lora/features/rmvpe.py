@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from rvc_lora.features.weights import require_weights
 from rvc_lora.models.checkpoint import load_state_strict
 from rvc_lora.spectral import mel_basis
 from rvc_lora.utils.errors import CheckpointError
@@ -63,8 +63,15 @@ class RMVPEConfig:
     gru_hidden: int = 256
 
     def __post_init__(self) -> None:
-        ints = ("n_blocks", "n_gru", "en_de_layers", "inter_layers", "in_channels",
-                "en_out_channels", "gru_hidden")
+        ints = (
+            "n_blocks",
+            "n_gru",
+            "en_de_layers",
+            "inter_layers",
+            "in_channels",
+            "en_out_channels",
+            "gru_hidden",
+        )
         bad = [name for name in ints if int(getattr(self, name)) < 1]
         if bad:
             raise ValueError(f"RMVPEConfig: {', '.join(bad)} must be >= 1")
@@ -96,8 +103,12 @@ class ConvBlockRes(nn.Module):
         super().__init__()
         # Indices 0/1 and 3/4 are the conv/BN pairs of RVC's keys; 2 and 5 are the ReLUs.
         self.conv = nn.Sequential(
-            _conv3x3(c_in, c_out), nn.BatchNorm2d(c_out, momentum=_BN_MOMENTUM), nn.ReLU(),
-            _conv3x3(c_out, c_out), nn.BatchNorm2d(c_out, momentum=_BN_MOMENTUM), nn.ReLU(),
+            _conv3x3(c_in, c_out),
+            nn.BatchNorm2d(c_out, momentum=_BN_MOMENTUM),
+            nn.ReLU(),
+            _conv3x3(c_out, c_out),
+            nn.BatchNorm2d(c_out, momentum=_BN_MOMENTUM),
+            nn.ReLU(),
         )
         self.shortcut = nn.Conv2d(c_in, c_out, kernel_size=1) if c_in != c_out else None
 
@@ -109,8 +120,7 @@ class ConvBlockRes(nn.Module):
 class ResEncoderBlock(nn.Module):
     """``n_blocks`` ConvBlockRes, then optional average pooling (its input is the skip)."""
 
-    def __init__(self, c_in: int, c_out: int, n_blocks: int,
-                 pool: tuple[int, int] | None) -> None:
+    def __init__(self, c_in: int, c_out: int, n_blocks: int, pool: tuple[int, int] | None) -> None:
         super().__init__()
         self.conv = nn.ModuleList(
             [ConvBlockRes(c_in if i == 0 else c_out, c_out) for i in range(n_blocks)]
@@ -131,8 +141,10 @@ class Encoder(nn.Module):
         self.bn = nn.BatchNorm2d(cfg.in_channels, momentum=_BN_MOMENTUM)
         widths = [cfg.in_channels] + [cfg.en_out_channels * 2**i for i in range(cfg.en_de_layers)]
         self.layers = nn.ModuleList(
-            [ResEncoderBlock(widths[i], widths[i + 1], cfg.n_blocks, cfg.kernel_size)
-             for i in range(cfg.en_de_layers)]
+            [
+                ResEncoderBlock(widths[i], widths[i + 1], cfg.n_blocks, cfg.kernel_size)
+                for i in range(cfg.en_de_layers)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -154,8 +166,15 @@ class ResDecoderBlock(nn.Module):
         # output_padding makes the upsampled size exactly stride x the input (as RVC).
         out_pad = (0, 1) if tuple(stride) == (1, 2) else (1, 1)
         self.conv1 = nn.Sequential(
-            nn.ConvTranspose2d(c_in, c_out, kernel_size=3, stride=stride, padding=1,
-                               output_padding=out_pad, bias=False),
+            nn.ConvTranspose2d(
+                c_in,
+                c_out,
+                kernel_size=3,
+                stride=stride,
+                padding=1,
+                output_padding=out_pad,
+                bias=False,
+            ),
             nn.BatchNorm2d(c_out, momentum=_BN_MOMENTUM),
             nn.ReLU(),
         )
@@ -176,8 +195,10 @@ class Intermediate(nn.Module):
     def __init__(self, c_in: int, c_out: int, n_inters: int, n_blocks: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            [ResEncoderBlock(c_in if i == 0 else c_out, c_out, n_blocks, None)
-             for i in range(n_inters)]
+            [
+                ResEncoderBlock(c_in if i == 0 else c_out, c_out, n_blocks, None)
+                for i in range(n_inters)
+            ]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,13 +208,11 @@ class Intermediate(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, c_in: int, n_decoders: int, n_blocks: int,
-                 stride: tuple[int, int]) -> None:
+    def __init__(self, c_in: int, n_decoders: int, n_blocks: int, stride: tuple[int, int]) -> None:
         super().__init__()
         widths = [c_in // 2**i for i in range(n_decoders + 1)]
         self.layers = nn.ModuleList(
-            [ResDecoderBlock(widths[i], widths[i + 1], n_blocks, stride)
-             for i in range(n_decoders)]
+            [ResDecoderBlock(widths[i], widths[i + 1], n_blocks, stride) for i in range(n_decoders)]
         )
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -219,8 +238,7 @@ class DeepUnet(nn.Module):
 class BiGRU(nn.Module):
     def __init__(self, n_in: int, hidden: int, n_layers: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(n_in, hidden, num_layers=n_layers, batch_first=True,
-                          bidirectional=True)
+        self.gru = nn.GRU(n_in, hidden, num_layers=n_layers, batch_first=True, bidirectional=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.gru(x)[0]
@@ -249,8 +267,9 @@ class E2E(nn.Module):
         return self.fc(x)
 
 
-def decode_salience(salience: np.ndarray | torch.Tensor,
-                    thred: float = DEFAULT_THRESHOLD) -> np.ndarray:
+def decode_salience(
+    salience: np.ndarray | torch.Tensor, thred: float = DEFAULT_THRESHOLD
+) -> np.ndarray:
     """Salience ``[T, 360]`` -> F0 in Hz ``[T]`` (float64; 0 = unvoiced), as RVC decodes.
 
     Per frame: c = argmax; cents = salience-weighted mean of bin cents over c-4..c+4 (bins
@@ -283,13 +302,15 @@ class RMVPE:
             (RVC's fp16 mode casts before the log; the difference is below fp16 resolution).
     """
 
-    def __init__(self, net: E2E, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, net: E2E, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
         self.net = net.to(device=self.device, dtype=dtype).eval()
-        self._basis = mel_basis(SAMPLE_RATE, N_FFT, N_MELS, MEL_FMIN, MEL_FMAX, htk=True,
-                                device=self.device)  # [128, 513]
+        self._basis = mel_basis(
+            SAMPLE_RATE, N_FFT, N_MELS, MEL_FMIN, MEL_FMAX, htk=True, device=self.device
+        )  # [128, 513]
         self._window = torch.hann_window(N_FFT, device=self.device)
 
     def mel(self, wav16k: torch.Tensor) -> torch.Tensor:
@@ -302,8 +323,15 @@ class RMVPE:
             wav = nn.functional.pad(wav, (0, N_FFT // 2 + 1 - wav.shape[-1]))
         else:
             frames = None
-        spec = torch.stft(wav, N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
-                          window=self._window, center=True, return_complex=True)
+        spec = torch.stft(
+            wav,
+            N_FFT,
+            hop_length=HOP_LENGTH,
+            win_length=N_FFT,
+            window=self._window,
+            center=True,
+            return_complex=True,
+        )
         magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2))  # [B, 513, T], no eps
         mel = torch.log(torch.clamp(torch.matmul(self._basis, magnitude), min=1e-5))
         return mel if frames is None else mel[..., :frames]
@@ -318,11 +346,13 @@ class RMVPE:
         out = self.net(mel.to(self.device, self.dtype))
         return out[:, :frames].float()
 
-    def infer_from_audio(self, wav16k: np.ndarray | torch.Tensor,
-                         thred: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    def infer_from_audio(
+        self, wav16k: np.ndarray | torch.Tensor, thred: float = DEFAULT_THRESHOLD
+    ) -> np.ndarray:
         """F0 of mono 16 kHz audio ``[N]`` -> Hz ``[N // 160 + 1]`` float64 (0 = unvoiced)."""
-        wav = torch.as_tensor(np.asarray(wav16k) if not isinstance(wav16k, torch.Tensor)
-                              else wav16k)
+        wav = torch.as_tensor(
+            np.asarray(wav16k) if not isinstance(wav16k, torch.Tensor) else wav16k
+        )
         if wav.dim() != 1:
             raise ValueError(f"RMVPE expects mono audio [N], got shape {list(wav.shape)}")
         if wav.numel() == 0:
@@ -331,15 +361,13 @@ class RMVPE:
         return decode_salience(sal[0], thred)
 
 
-RMVPE_HELP = (
-    "the weights are RVC's rmvpe.pt (181 MB) from the Hugging Face repo "
-    "lj1995/VoiceConversionWebUI: download it (or run `rvc-lora download`) and pass its path"
-)
-
-
-def load_rmvpe(path: str | os.PathLike[str], device: torch.device | str = "cpu", *,
-               config: RMVPEConfig | None = None,
-               dtype: torch.dtype = torch.float32) -> RMVPE:
+def load_rmvpe(
+    path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+    *,
+    config: RMVPEConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> RMVPE:
     """Load RVC's ``rmvpe.pt`` (a bare, usually fp16, state dict) strictly.
 
     Args:
@@ -350,15 +378,12 @@ def load_rmvpe(path: str | os.PathLike[str], device: torch.device | str = "cpu",
     Raises:
         CheckpointError: the file is missing/unreadable, or its keys or shapes do not match.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: RMVPE weights not found (looked at {path.resolve()}); {RMVPE_HELP}"
-        )
+    path = require_weights(path, "RMVPE")
     state = safe_torch_load(path)
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a bare RMVPE state dict, got "
-                              f"{type(state).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a bare RMVPE state dict, got {type(state).__name__}"
+        )
     net = E2E(config)
     load_state_strict(net, state, source=str(path))  # copies and casts fp16 -> fp32
     return RMVPE(net, device, dtype)

@@ -1,4 +1,4 @@
-"""Identity of weight files for cache keys, and the error for a missing one."""
+"""Pretrained weight files: the error for a missing one, and their identity for cache keys."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import hashlib
 import os
 from pathlib import Path
 
-from rvc_lora.data.cache import file_sha256
 from rvc_lora.utils.errors import CheckpointError
 
-# Where the real weights come from (named in the error when a file is missing).
+# What each kind of weights is and where it comes from, named when a file is missing.
 WEIGHT_SOURCES = {
-    "hubert_base.pt": "RVC's ContentVec checkpoint, from the HF repo lj1995/VoiceConversionWebUI",
-    "rmvpe.pt": "RVC's RMVPE pitch model, from the HF repo lj1995/VoiceConversionWebUI",
+    "content encoder": "RVC's hubert_base.pt (ContentVec, 190 MB)",
+    "RMVPE": "RVC's rmvpe.pt (181 MB)",
 }
+_WHERE = "from the Hugging Face repo lj1995/VoiceConversionWebUI, or run `rvc-lora download`"
 
 
 def require_weights(path: str | os.PathLike[str], what: str) -> Path:
@@ -22,25 +22,39 @@ def require_weights(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if p.exists():
         return p
-    source = WEIGHT_SOURCES.get(p.name, "")
-    hint = f" ({source})" if source else ""
+    source = WEIGHT_SOURCES.get(what, "the file")
     raise CheckpointError(
-        f"{what} weights not found at {p.resolve()}; put {p.name}{hint} there, run "
-        f"`rvc-lora download`, or point the config at another file"
+        f"{what} weights not found: looked for {p.resolve()}; get {source} {_WHERE}, and point "
+        f"the config at it"
     )
 
 
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=16)
-def _hash(path: str, size: int, mtime_ns: int) -> str:
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
-def weights_identity(path: str | os.PathLike[str], what: str) -> str:
-    """sha256 of a weight file (or of a folder's files), cached per (path, size, mtime)."""
+def weights_identity(path: str | os.PathLike[str], what: str = "model") -> str:
+    """sha256 of a weight file, or of a folder's files with their relative names.
+
+    Cached per (path, size, mtime), so asking again costs nothing.
+    """
     p = require_weights(path, what)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    parts = []
-    for f in files:
+    if p.is_file():
+        st = p.stat()
+        return _cached_sha256(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    outer = hashlib.sha256()
+    for f in sorted(f for f in p.rglob("*") if f.is_file()):
         st = f.stat()
-        parts.append(_hash(str(f.resolve()), st.st_size, st.st_mtime_ns))
-    return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
+        digest = _cached_sha256(str(f.resolve()), st.st_size, st.st_mtime_ns)
+        outer.update(f"{f.relative_to(p).as_posix()}:{digest}\n".encode())
+    return outer.hexdigest()

@@ -141,8 +141,9 @@ class LoraConfig:
             if self.extra_trainable is None:
                 self.extra_trainable = preset_extra_trainable(self.preset)
         if self.targets is None or len(self.targets) == 0:
-            raise LoraError(f"targets is empty; set targets (regexes) or preset "
-                            f"({sorted(PRESETS)})")
+            raise LoraError(
+                f"targets is empty; set targets (regexes) or preset ({sorted(PRESETS)})"
+            )
         self.targets = _as_list(self.targets, "targets")
         self.exclude = _as_list(self.exclude, "exclude")
         self.extra_trainable = _as_list(self.extra_trainable or [], "extra_trainable")

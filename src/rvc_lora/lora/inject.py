@@ -27,8 +27,10 @@ WRAPPERS: tuple[tuple[type[nn.Module], type[LoraLayer]], ...] = (
 )
 # Parametrized weight norm stores g/v under these names; RVC (and nn.py's state-dict hook) call
 # them weight_g / weight_v, which is what users write in `extra_trainable` and adapter files.
-_PARAM_WN = {"parametrizations.weight.original0": "weight_g",
-             "parametrizations.weight.original1": "weight_v"}
+_PARAM_WN = {
+    "parametrizations.weight.original0": "weight_g",
+    "parametrizations.weight.original1": "weight_v",
+}
 
 
 @dataclass
@@ -75,14 +77,18 @@ def _match_modules(model: nn.Module, cfg: LoraConfig) -> list[tuple[str, nn.Modu
         if not hits or any(re.fullmatch(p, name) for p in cfg.exclude):
             continue
         if not isinstance(module, tuple(w for w, _ in WRAPPERS)):
-            raise LoraError(f"target {name!r} (pattern {hits[0]!r}) is a "
-                            f"{type(module).__name__}; LoRA supports Linear, Conv1d and "
-                            "ConvTranspose1d; narrow the pattern or add it to exclude")
+            raise LoraError(
+                f"target {name!r} (pattern {hits[0]!r}) is a "
+                f"{type(module).__name__}; LoRA supports Linear, Conv1d and "
+                "ConvTranspose1d; narrow the pattern or add it to exclude"
+            )
         picked.append((name, module))
     for pat in cfg.targets:
         if pat not in used:
-            raise LoraError(f"target pattern {pat!r} matched no module; nearby names: "
-                            f"{_nearby(pat, names)}; fix targets")
+            raise LoraError(
+                f"target pattern {pat!r} matched no module; nearby names: "
+                f"{_nearby(pat, names)}; fix targets"
+            )
     if not picked:
         raise LoraError(f"exclude {cfg.exclude} removed every target; nothing to adapt")
     return picked
@@ -94,13 +100,17 @@ def _match_extras(model: nn.Module, cfg: LoraConfig, wrapped: list[str]) -> dict
     for pat in cfg.extra_trainable:
         hits = [n for n in paths if re.fullmatch(pat, n)]
         if not hits:
-            raise LoraError(f"extra_trainable pattern {pat!r} matched no parameter; nearby "
-                            f"names: {_nearby(pat, list(paths))}; fix extra_trainable")
+            raise LoraError(
+                f"extra_trainable pattern {pat!r} matched no parameter; nearby "
+                f"names: {_nearby(pat, list(paths))}; fix extra_trainable"
+            )
         for n in hits:
             inside = [w for w in wrapped if n.startswith(w + ".")]
             if inside:
-                raise LoraError(f"extra_trainable {n!r} belongs to LoRA target {inside[0]!r}, "
-                                "whose base stays frozen; drop it from extra_trainable")
+                raise LoraError(
+                    f"extra_trainable {n!r} belongs to LoRA target {inside[0]!r}, "
+                    "whose base stays frozen; drop it from extra_trainable"
+                )
             extras[n] = paths[n]
     return extras
 
@@ -123,9 +133,14 @@ def inject_lora(model: nn.Module, cfg: LoraConfig) -> list[str]:
     wrappers = {}  # built before any replacement, so a refused layer leaves the model as it was
     for name, module in picked:
         wrapper_cls = next(w for base_cls, w in WRAPPERS if isinstance(module, base_cls))
-        wrappers[name] = wrapper_cls(module, cfg.rank_for(name), cfg.alpha_for(name),
-                                     dropout=cfg.dropout, use_rslora=cfg.use_rslora,
-                                     use_dora=cfg.use_dora)
+        wrappers[name] = wrapper_cls(
+            module,
+            cfg.rank_for(name),
+            cfg.alpha_for(name),
+            dropout=cfg.dropout,
+            use_rslora=cfg.use_rslora,
+            use_dora=cfg.use_dora,
+        )
     for name, wrapper in wrappers.items():
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, wrapper)
@@ -150,7 +165,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
             if p is not None:
                 out[f"{name}.{attr}"] = p
     info = injection(model)
-    for public, path in (info.extras.items() if info else ()):
+    for public, path in info.extras.items() if info else ():
         out[public] = model.get_parameter(path)
     return out
 

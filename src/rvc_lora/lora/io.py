@@ -107,9 +107,13 @@ def base_identity(model: nn.Module, *, exclude: Sequence[str] = ()) -> dict[str,
 _identity_of = base_identity  # save_adapter's keyword argument shadows the function's name
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike[str], *,
-                 dtype: torch.dtype = torch.float16,
-                 base_identity: dict[str, Any] | None = None) -> Path:
+def save_adapter(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype = torch.float16,
+    base_identity: dict[str, Any] | None = None,
+) -> Path:
     """Write the adapter of an injected model to ``path`` atomically.
 
     Args:
@@ -126,8 +130,10 @@ def save_adapter(model: nn.Module, path: str | os.PathLike[str], *,
         raise LoraError("model has no LoRA adapters to save; call inject_lora(model, cfg) first")
     identity = _identity_of(model)
     identity.update(base_identity or {})
-    tensors = {k: p.detach().to("cpu", dtype).contiguous().clone()
-               for k, p in trainable_parameters(model).items()}
+    tensors = {
+        k: p.detach().to("cpu", dtype).contiguous().clone()
+        for k, p in trainable_parameters(model).items()
+    }
     metadata = {
         "format_version": FORMAT_VERSION,
         "lora_config": json.dumps(info.config.to_dict(), sort_keys=True),
@@ -154,8 +160,10 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {missing}; not written by save_adapter")
     if meta["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: adapter format {meta['format_version']!r}, this "
-                              f"version reads {FORMAT_VERSION!r}; upgrade rvc-lora")
+        raise CheckpointError(
+            f"{path}: adapter format {meta['format_version']!r}, this "
+            f"version reads {FORMAT_VERSION!r}; upgrade rvc-lora"
+        )
     try:
         config = LoraConfig.from_dict(json.loads(meta["lora_config"]))
         matched = list(json.loads(meta["matched_modules"]))
@@ -168,16 +176,21 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
 def _check_base(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
     mine = _identity_of(model, exclude=adapter.config.extra_trainable)
     theirs = adapter.base_identity
-    differ = [k for k in theirs if theirs[k] is not None and mine.get(k) is not None
-              and theirs[k] != mine[k]]
+    differ = [
+        k
+        for k in theirs
+        if theirs[k] is not None and mine.get(k) is not None and theirs[k] != mine[k]
+    ]
     if differ:
-        fields = ", ".join(f"{k}: file {theirs[k]!r} vs model {mine[k]!r}"
-                           for k in differ if k != "sha256")
+        fields = ", ".join(
+            f"{k}: file {theirs[k]!r} vs model {mine[k]!r}" for k in differ if k != "sha256"
+        )
         raise CheckpointError(
             f"{path}: adapter was trained on another base (base sha256 file "
             f"{str(theirs.get('sha256'))[:16]} vs model {mine['sha256'][:16]}"
             f"{'; ' + fields if fields else ''}); load the base model it was trained on "
-            "(or pass check_base=False)")
+            "(or pass check_base=False)"
+        )
 
 
 def _check_fit(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
@@ -186,29 +199,44 @@ def _check_fit(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
     if info is None or info.matched != adapter.matched:
         have = set(info.matched) if info else set()
         diff = sorted(have.symmetric_difference(adapter.matched))[:5]
-        raise CheckpointError(f"{path}: adapter wraps other modules than this model "
-                              f"(differences: {diff}); inject with the file's config")
-    odd = [n for n, layer in lora_layers(model).items()
-           if abs(layer.scale - cfg.scale_for(n)) > 1e-12 * max(1.0, abs(layer.scale))
-           or layer.use_dora != cfg.use_dora]
+        raise CheckpointError(
+            f"{path}: adapter wraps other modules than this model "
+            f"(differences: {diff}); inject with the file's config"
+        )
+    odd = [
+        n
+        for n, layer in lora_layers(model).items()
+        if abs(layer.scale - cfg.scale_for(n)) > 1e-12 * max(1.0, abs(layer.scale))
+        or layer.use_dora != cfg.use_dora
+    ]
     if odd:
-        raise CheckpointError(f"{path}: scale or DoRA differs from the model's adapter on "
-                              f"{odd[:5]}; inject with the file's config")
+        raise CheckpointError(
+            f"{path}: scale or DoRA differs from the model's adapter on "
+            f"{odd[:5]}; inject with the file's config"
+        )
     params = trainable_parameters(model)
     missing = sorted(set(params) - set(adapter.tensors))
     unexpected = sorted(set(adapter.tensors) - set(params))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: keys do not fit the model (missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}); inject with the file's config")
-    shapes = [f"{k} file {list(t.shape)} vs model {list(params[k].shape)}"
-              for k, t in adapter.tensors.items() if t.shape != params[k].shape]
+        raise CheckpointError(
+            f"{path}: keys do not fit the model (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}); inject with the file's config"
+        )
+    shapes = [
+        f"{k} file {list(t.shape)} vs model {list(params[k].shape)}"
+        for k, t in adapter.tensors.items()
+        if t.shape != params[k].shape
+    ]
     if shapes:
-        raise CheckpointError(f"{path}: shape mismatch: {'; '.join(shapes[:5])}; "
-                              "was it trained with another rank or base?")
+        raise CheckpointError(
+            f"{path}: shape mismatch: {'; '.join(shapes[:5])}; "
+            "was it trained with another rank or base?"
+        )
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike[str], *,
-                 check_base: bool = True) -> LoraConfig:
+def load_adapter(
+    model: nn.Module, path: str | os.PathLike[str], *, check_base: bool = True
+) -> LoraConfig:
     """Load an adapter file into ``model``, injecting it from the file's config if needed.
 
     An already injected model must match the file (same wrapped modules, scales, DoRA, keys and

@@ -32,8 +32,10 @@ def weight_norm_kind(base: nn.Module) -> tuple[str, int]:
         plist = base.parametrizations.weight
         if len(plist) != 1 or type(plist[0]).__name__ != "_WeightNorm":
             kinds = [type(p).__name__ for p in plist]
-            raise LoraError(f"{type(base).__name__}.weight is parametrized by {kinds}; "
-                            "LoRA supports plain weights or weight norm only")
+            raise LoraError(
+                f"{type(base).__name__}.weight is parametrized by {kinds}; "
+                "LoRA supports plain weights or weight norm only"
+            )
         return "param", int(plist[0].dim)
     for hook in base._forward_pre_hooks.values():
         if isinstance(hook, _LegacyWeightNorm) and hook.name == "weight":
@@ -53,8 +55,16 @@ class LoraLayer(nn.Module):
         use_dora: trainable magnitude per weight-norm channel (dim 0 of the weight when plain).
     """
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, *, dropout: float = 0.0,
-                 use_rslora: bool = False, use_dora: bool = False) -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        rank: int,
+        alpha: float,
+        *,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        use_dora: bool = False,
+    ) -> None:
         super().__init__()
         self._check_base(base)
         if use_dora and dropout > 0:
@@ -94,8 +104,10 @@ class LoraLayer(nn.Module):
         if self.wn_kind == "legacy":
             return {"g": b.weight_g, "v": b.weight_v}
         if self.wn_kind == "param":
-            return {"g": b.parametrizations.weight.original0,
-                    "v": b.parametrizations.weight.original1}
+            return {
+                "g": b.parametrizations.weight.original0,
+                "v": b.parametrizations.weight.original1,
+            }
         return {"weight": b.weight}
 
     def _decomposition(self) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -211,17 +223,23 @@ class LoraLayer(nn.Module):
         return self.training and self.dropout > 0
 
     def extra_repr(self) -> str:
-        return (f"rank={self.rank}, alpha={self.alpha:g}, scale={self.scale:g}, "
-                f"dropout={self.dropout:g}, dora={self.use_dora}, weight_norm={self.wn_kind}")
+        return (
+            f"rank={self.rank}, alpha={self.alpha:g}, scale={self.scale:g}, "
+            f"dropout={self.dropout:g}, dora={self.use_dora}, weight_norm={self.wn_kind}"
+        )
 
 
 def _check_conv(base: nn.Module) -> None:
     if base.groups != 1:
-        raise LoraError(f"{type(base).__name__} with groups={base.groups} is not supported "
-                        "(LoRA needs groups=1); exclude this module")
+        raise LoraError(
+            f"{type(base).__name__} with groups={base.groups} is not supported "
+            "(LoRA needs groups=1); exclude this module"
+        )
     if base.padding_mode != "zeros":
-        raise LoraError(f"{type(base).__name__} with padding_mode={base.padding_mode!r} is not "
-                        "supported (only 'zeros'); exclude this module")
+        raise LoraError(
+            f"{type(base).__name__} with padding_mode={base.padding_mode!r} is not "
+            "supported (only 'zeros'); exclude this module"
+        )
 
 
 class LoraLinear(LoraLayer):
@@ -299,8 +317,13 @@ class LoraConvTranspose1d(LoraLayer):
         in_c, out_c, k = self.base_weight().shape
         return (self.lora_A.t() @ self.lora_B.t()).view(in_c, out_c, k)
 
-    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-              output_padding: tuple[int, ...]) -> torch.Tensor:
+    def _conv(
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor | None,
+        output_padding: tuple[int, ...],
+    ) -> torch.Tensor:
         m = self.base_layer
         return F.conv_transpose1d(x, w, b, m.stride, m.padding, output_padding, 1, m.dilation)
 
@@ -309,8 +332,13 @@ class LoraConvTranspose1d(LoraLayer):
         if self.disabled or self.merged:
             return self.base_layer(x, output_size)
         m = self.base_layer
-        out_pad = m.output_padding if output_size is None else m._output_padding(
-            x, output_size, m.stride, m.padding, m.kernel_size, 1, m.dilation)
+        out_pad = (
+            m.output_padding
+            if output_size is None
+            else m._output_padding(
+                x, output_size, m.stride, m.padding, m.kernel_size, 1, m.dilation
+            )
+        )
         if self._dropout_active():
             h = F.conv1d(self._drop(x), self.lora_A.unsqueeze(-1))  # [B, r, T]
             out_c, k = m.out_channels, m.kernel_size[0]

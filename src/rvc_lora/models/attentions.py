@@ -127,12 +127,16 @@ class Encoder(nn.Module):
             RelativeMultiHeadAttention(hidden_channels, n_heads, p_dropout, window_size)
             for _ in range(n_layers)
         )
-        self.norm_layers_1 = nn.ModuleList(ChannelLayerNorm(hidden_channels) for _ in range(n_layers))
+        self.norm_layers_1 = nn.ModuleList(
+            ChannelLayerNorm(hidden_channels) for _ in range(n_layers)
+        )
         self.ffn_layers = nn.ModuleList(
             FeedForward(hidden_channels, filter_channels, kernel_size, p_dropout)
             for _ in range(n_layers)
         )
-        self.norm_layers_2 = nn.ModuleList(ChannelLayerNorm(hidden_channels) for _ in range(n_layers))
+        self.norm_layers_2 = nn.ModuleList(
+            ChannelLayerNorm(hidden_channels) for _ in range(n_layers)
+        )
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor) -> torch.Tensor:
         """x ``[B, C, T]``, x_mask ``[B, 1, T]`` -> ``[B, C, T]``."""

@@ -100,8 +100,11 @@ def load_state_strict(
     if missing or unexpected or shaped:
         parts = [
             f"{label} {_listing(keys)}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected),
-                                ("wrong shape", shaped))
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong shape", shaped),
+            )
             if keys
         ]
         raise CheckpointError(
@@ -150,8 +153,9 @@ def _sr_from_field(value: Any) -> int:
     return int(value)
 
 
-def load_rvc_checkpoint(path: str | os.PathLike[str], *, keep_posterior: bool = True
-                        ) -> LoadedCheckpoint:
+def load_rvc_checkpoint(
+    path: str | os.PathLike[str], *, keep_posterior: bool = True
+) -> LoadedCheckpoint:
     """Build the right synthesizer for an RVC file and load its weights strictly.
 
     Args:
@@ -167,7 +171,9 @@ def load_rvc_checkpoint(path: str | os.PathLike[str], *, keep_posterior: bool = 
     obj = safe_torch_load(path)
     source = str(path)
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{source}: expected a dict of RVC model data, got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a dict of RVC model data, got {type(obj).__name__}"
+        )
     if "weight" in obj and "config" in obj:
         state, kind = obj["weight"], "inference"
         version = str(obj.get("version", "v1"))  # old v1-era exports lack these fields
@@ -181,13 +187,23 @@ def load_rvc_checkpoint(path: str | os.PathLike[str], *, keep_posterior: bool = 
             )
         except (ValueError, TypeError, IndexError) as exc:
             raise CheckpointError(f"{source}: unreadable RVC 'config' list ({exc})") from None
-        preset = next((n for n, p in PRESETS.items()
-                       if p.replace(spk_embed_dim=config.spk_embed_dim,
-                                    segment_size=config.segment_size, n_mels=config.n_mels)
-                       == config), None)
+        preset = next(
+            (
+                n
+                for n, p in PRESETS.items()
+                if p.replace(
+                    spk_embed_dim=config.spk_embed_dim,
+                    segment_size=config.segment_size,
+                    n_mels=config.n_mels,
+                )
+                == config
+            ),
+            None,
+        )
         if preset is not None:
-            config = config.replace(segment_size=PRESETS[preset].segment_size,
-                                    n_mels=PRESETS[preset].n_mels)
+            config = config.replace(
+                segment_size=PRESETS[preset].segment_size, n_mels=PRESETS[preset].n_mels
+            )
         info = str(obj.get("info", ""))
         extras = {k: v for k, v in obj.items() if k not in ("weight", "config")}
     else:
@@ -209,8 +225,17 @@ def load_rvc_checkpoint(path: str | os.PathLike[str], *, keep_posterior: bool = 
     if not has_enc_q or not keep_posterior:
         model.remove_posterior()
     model.eval()
-    return LoadedCheckpoint(model=model, kind=kind, version=version, sr=config.sr, f0=f0,
-                            preset=preset, path=path, info=info, extras=extras)
+    return LoadedCheckpoint(
+        model=model,
+        kind=kind,
+        version=version,
+        sr=config.sr,
+        f0=f0,
+        preset=preset,
+        path=path,
+        info=info,
+        extras=extras,
+    )
 
 
 def load_rvc_discriminator(path: str | os.PathLike[str]) -> MultiPeriodDiscriminator:

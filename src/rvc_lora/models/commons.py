@@ -16,7 +16,7 @@ def sequence_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch
 def slice_segments(x: torch.Tensor, starts: torch.Tensor, size: int) -> torch.Tensor:
     """Cut ``size`` steps from the last axis of ``x`` ([B, ..., T]) at per-item ``starts`` [B]."""
     offsets = torch.arange(size, device=x.device)
-    idx = (starts.to(x.device).long().unsqueeze(1) + offsets)  # [B, size]
+    idx = starts.to(x.device).long().unsqueeze(1) + offsets  # [B, size]
     idx = idx.view(idx.shape[0], *([1] * (x.dim() - 2)), size).expand(*x.shape[:-1], size)
     return torch.gather(x, -1, idx)
 

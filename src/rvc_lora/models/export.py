@@ -18,8 +18,12 @@ def sr_tag(sr: int) -> str:
     return f"{sr // 1000}k" if sr % 1000 == 0 else str(sr)
 
 
-def export_rvc_model(model: Synthesizer, path: str | os.PathLike[str], *, info: str = "",
-                     ) -> Path:
+def export_rvc_model(
+    model: Synthesizer,
+    path: str | os.PathLike[str],
+    *,
+    info: str = "",
+) -> Path:
     """Save ``model`` in RVC's exported-model layout, atomically.
 
     The file holds ``weight`` (every generator key except ``enc_q``, fp16), ``config`` (RVC's

@@ -60,8 +60,9 @@ class Generator(nn.Module):
                 # product of the remaining upsampling factors.
                 if i + 1 < len(upsample_rates):
                     s = math.prod(upsample_rates[i + 1 :])
-                    self.noise_convs.append(nn.Conv1d(1, ch, kernel_size=2 * s, stride=s,
-                                                      padding=s // 2))
+                    self.noise_convs.append(
+                        nn.Conv1d(1, ch, kernel_size=2 * s, stride=s, padding=s // 2)
+                    )
                 else:
                     self.noise_convs.append(nn.Conv1d(1, ch, kernel_size=1))
             for rk, rd in zip(resblock_kernel_sizes, resblock_dilation_sizes):

@@ -39,8 +39,13 @@ class WN(nn.Module):
         for i in range(n_layers):
             dilation = dilation_rate**i
             self.in_layers.append(
-                wn_conv1d(h, 2 * h, kernel_size, dilation=dilation,
-                          padding=get_padding(kernel_size, dilation))
+                wn_conv1d(
+                    h,
+                    2 * h,
+                    kernel_size,
+                    dilation=dilation,
+                    padding=get_padding(kernel_size, dilation),
+                )
             )
             out = 2 * h if i < n_layers - 1 else h
             self.res_skip_layers.append(wn_conv1d(h, out, 1))
@@ -72,7 +77,9 @@ class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 3, dilation: Sequence[int] = (1, 3, 5)):
         super().__init__()
         self.convs1 = nn.ModuleList(
-            wn_conv1d(channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d))
+            wn_conv1d(
+                channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)
+            )
             for d in dilation
         )
         self.convs2 = nn.ModuleList(
@@ -103,7 +110,9 @@ class ResBlock2(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 3, dilation: Sequence[int] = (1, 3)):
         super().__init__()
         self.convs = nn.ModuleList(
-            wn_conv1d(channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d))
+            wn_conv1d(
+                channels, channels, kernel_size, dilation=d, padding=get_padding(kernel_size, d)
+            )
             for d in dilation
         )
         for conv in self.convs:
@@ -142,7 +151,10 @@ class ResidualCouplingLayer(nn.Module):
         nn.init.zeros_(self.post.bias)
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
         reverse: bool = False,
     ) -> torch.Tensor:
         x0, x1 = torch.split(x, [self.half, self.half], dim=1)
@@ -175,12 +187,18 @@ class ResidualCouplingBlock(nn.Module):
         super().__init__()
         self.flows = nn.ModuleList()
         for _ in range(n_flows):
-            self.flows.append(ResidualCouplingLayer(
-                channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels))
+            self.flows.append(
+                ResidualCouplingLayer(
+                    channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels
+                )
+            )
             self.flows.append(Flip())
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
         reverse: bool = False,
     ) -> torch.Tensor:
         flows = reversed(self.flows) if reverse else self.flows

@@ -51,8 +51,14 @@ class SineGen(nn.Module):
 class SourceModuleHnNSF(nn.Module):
     """Merge the sine harmonics into one excitation channel: tanh(Linear(H -> 1))."""
 
-    def __init__(self, sampling_rate: int, harmonic_num: int = 0, sine_amp: float = 0.1,
-                 noise_std: float = 0.003, voiced_threshold: float = 0.0) -> None:
+    def __init__(
+        self,
+        sampling_rate: int,
+        harmonic_num: int = 0,
+        sine_amp: float = 0.1,
+        noise_std: float = 0.003,
+        voiced_threshold: float = 0.0,
+    ) -> None:
         super().__init__()
         self.l_sin_gen = SineGen(sampling_rate, harmonic_num, sine_amp, noise_std, voiced_threshold)
         self.l_linear = nn.Linear(harmonic_num + 1, 1)

@@ -34,19 +34,41 @@ class Synthesizer(nn.Module):
         super().__init__()
         self.config, self.f0 = config, bool(f0)
         c = config
-        enc_p = TextEncoder(c.feature_dim, c.inter_channels, c.hidden_channels, c.filter_channels,
-                            c.n_heads, c.n_layers, c.kernel_size, c.p_dropout, f0=self.f0)
+        enc_p = TextEncoder(
+            c.feature_dim,
+            c.inter_channels,
+            c.hidden_channels,
+            c.filter_channels,
+            c.n_heads,
+            c.n_layers,
+            c.kernel_size,
+            c.p_dropout,
+            f0=self.f0,
+        )
         if c.version == "v1":
             self.enc_p = enc_p
-        self.dec = Generator(c.inter_channels, c.resblock, c.resblock_kernel_sizes,
-                             c.resblock_dilation_sizes, c.upsample_rates,
-                             c.upsample_initial_channel, c.upsample_kernel_sizes,
-                             gin_channels=c.gin_channels, sr=c.sr, nsf=self.f0)
+        self.dec = Generator(
+            c.inter_channels,
+            c.resblock,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.upsample_rates,
+            c.upsample_initial_channel,
+            c.upsample_kernel_sizes,
+            gin_channels=c.gin_channels,
+            sr=c.sr,
+            nsf=self.f0,
+        )
         self.enc_q: PosteriorEncoder | None = PosteriorEncoder(
-            c.spec_channels, c.inter_channels, c.hidden_channels, gin_channels=c.gin_channels,
-            **POSTERIOR)
-        self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels,
-                                          gin_channels=c.gin_channels, **FLOW)
+            c.spec_channels,
+            c.inter_channels,
+            c.hidden_channels,
+            gin_channels=c.gin_channels,
+            **POSTERIOR,
+        )
+        self.flow = ResidualCouplingBlock(
+            c.inter_channels, c.hidden_channels, gin_channels=c.gin_channels, **FLOW
+        )
         self.emb_g = nn.Embedding(c.spk_embed_dim, c.gin_channels)
         if c.version == "v2":
             self.enc_p = enc_p  # v2 classes rebuild enc_p after the rest, so it comes last

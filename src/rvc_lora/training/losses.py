@@ -27,8 +27,9 @@ def generator_loss(fake: Sequence[torch.Tensor]) -> torch.Tensor:
     return loss
 
 
-def feature_loss(fmap_real: Sequence[Sequence[torch.Tensor]],
-                 fmap_fake: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+def feature_loss(
+    fmap_real: Sequence[Sequence[torch.Tensor]], fmap_fake: Sequence[Sequence[torch.Tensor]]
+) -> torch.Tensor:
     """Feature matching: 2 · Σ over discriminators and layers of mean |f_real - f_fake|."""
     loss = fmap_fake[0][0].new_zeros((), dtype=torch.float32)
     for dr, dg in zip(fmap_real, fmap_fake):
@@ -37,8 +38,13 @@ def feature_loss(fmap_real: Sequence[Sequence[torch.Tensor]],
     return 2 * loss
 
 
-def kl_loss(z_p: torch.Tensor, logs_q: torch.Tensor, m_p: torch.Tensor, logs_p: torch.Tensor,
-            z_mask: torch.Tensor) -> torch.Tensor:
+def kl_loss(
+    z_p: torch.Tensor,
+    logs_q: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    z_mask: torch.Tensor,
+) -> torch.Tensor:
     """KL(q || p) per masked frame; z_p, logs_q ``[B, C, T]`` from the posterior and flow,
     m_p, logs_p from the prior, z_mask ``[B, 1, T]``."""
     z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
