@@ -120,3 +120,20 @@ def test_normalisation_matches_rvc_and_skips_loud_chunks() -> None:
     np.testing.assert_allclose(normalize_chunk(y), expected, rtol=1e-6)
     assert normalize_chunk(np.array([3.0, 0.1], dtype=np.float32)) is None
     assert normalize_chunk(np.zeros(10, dtype=np.float32)) is None
+
+
+def test_mp3_loads(tmp_path) -> None:
+    sr = 16000
+    sf.write(tmp_path / "take.mp3", voiced(sr, 1.0), sr)
+    out, out_sr = load_audio(tmp_path / "take.mp3", 40000)
+    assert out_sr == 40000 and abs(len(out) - 40000) < 2000  # mp3 frames pad the ends
+
+
+def test_fallback_decoder_missing_gives_a_fix(tmp_path, monkeypatch) -> None:
+    import rvc_lora.data.audio as audio
+
+    path = tmp_path / "voice.m4a"
+    path.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)
+    monkeypatch.setattr(audio.shutil, "which", lambda _name: None)
+    with pytest.raises(AudioError, match="ffmpeg is not installed; convert it to WAV/FLAC"):
+        load_audio(path)

@@ -110,7 +110,7 @@ def test_prepare_skips_bad_files_and_batches_the_rest(tmp_path, encoder_path, ca
 
 def test_second_run_extracts_nothing_and_f0_change_re_extracts(tmp_path, encoder_path) -> None:
     _voice_folder(tmp_path / "voice", bad=False)
-    first = _dm(tmp_path, encoder_path)
+    first = _dm(tmp_path, encoder_path, prepare_workers=2)  # slicing + F0 in worker processes
     first.prepare_data()
     n = len(first.report.items)
     again = _dm(tmp_path, encoder_path)
