@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,19 @@ from rvc_lora.utils.errors import RvcLoraError
 CONFIG_DIR = str(Path(__file__).resolve().parents[3] / "configs")
 
 log = logging.getLogger("rvc_lora")
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("rvc_lora.wandb_offline"):
+        # W&B runs offline unless an API key is configured, so a sweep never blocks on a login.
+        OmegaConf.register_new_resolver(
+            "rvc_lora.wandb_offline", lambda: not os.environ.get("WANDB_API_KEY")
+        )
+
+
+_register_resolvers()
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

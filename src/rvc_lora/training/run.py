@@ -1,0 +1,115 @@
+"""``python train.py``: build everything from the composed config, fit, write the run's files.
+
+A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, matched LoRA
+targets, parameter counts), ``checkpoints/`` (trainable tensors only), the adapter
+(``adapter.safetensors``, or ``generator.pth`` for full fine-tuning) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rvc_lora.data.cache import write_json
+from rvc_lora.utils.cli import ensure_tiny_encoder
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a group such as ``callbacks`` or ``logger``."""
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def git_commit(root: str | Path) -> str | None:
+    """HEAD commit of the code that ran (``+dirty`` when it had uncommitted changes)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak memory of this run: CUDA allocator peak on GPU, else the process's max RSS."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit one run; returns ``cfg.optimized_metric`` for Hydra sweepers."""
+    L.seed_everything(cfg.seed, workers=True)
+    ensure_tiny_encoder(cfg.features)
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.module)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    counts = module.count_parameters()
+    info = {
+        "git_commit": git_commit(cfg.paths.root_dir),
+        "mode": "full" if module.lora is None else "lora",
+        "lora": OmegaConf.to_container(cfg.lora, resolve=True),
+        "lora_targets": list(module.lora_targets),
+        "parameters": counts,
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "command": sys.argv,
+    }
+    write_json(out / "run_info.json", info)
+    log.info("parameters: %s (%d LoRA targets)", counts, len(module.lora_targets))
+    for logger in loggers:
+        logger.log_hyperparams({**{f"params/{k}": v for k, v in counts.items()},
+                                "lora/n_targets": len(module.lora_targets)})
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    wall = time.perf_counter() - start
+
+    artifact = module.save_adapter(out / ("adapter.safetensors" if module.lora is not None
+                                          else "generator.pth"))
+    checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)),
+                      None)
+    metrics = {
+        **_scalars(trainer.callback_metrics),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "wall_time_s": wall,
+        "step_time_s": wall / max(trainer.global_step, 1),
+        "peak_memory_mb": peak_memory_mb(module.device),
+        "artifact": str(artifact),
+        "artifact_kb": Path(artifact).stat().st_size / 1024,
+        "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
+        "best_score": float(checkpoint.best_model_score) if checkpoint and
+        checkpoint.best_model_score is not None else None,
+        **{f"params_{k}": v for k, v in counts.items()},
+    }
+    write_json(out / "metrics.json", metrics)
+    log.info("run finished: %s", out)
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return float(value) if value is not None else None
