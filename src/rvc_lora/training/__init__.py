@@ -1,1 +1,1 @@
-"""Training: RVC's losses (and, later, the LightningModule)."""
+"""Training: the LightningModule, RVC losses, builders for Hydra, callbacks, the run driver."""

@@ -1,0 +1,399 @@
+"""``VoiceConversionModule``: RVC's GAN training step (RVC_FACTS.md §4) as a LightningModule.
+
+The generator trains through LoRA adapters (or fully, the baseline); the discriminator is frozen
+(default) or trained as in RVC. Checkpoints hold only what trains, plus the identity of the base
+they were trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import OmegaConf
+from torch import nn
+
+from rvc_lora.lora import LoraConfig, base_identity, inject_lora, trainable_parameters
+from rvc_lora.lora import save_adapter as save_lora_adapter
+from rvc_lora.models.commons import sequence_mask, slice_segments
+from rvc_lora.models.discriminator import MultiPeriodDiscriminator
+from rvc_lora.models.presets import PRESETS, SynthConfig
+from rvc_lora.models.synthesizer import Synthesizer
+from rvc_lora.spectral import mel_spectrogram, spec_to_mel
+from rvc_lora.training.callbacks import log_media, mel_image
+from rvc_lora.training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
+from rvc_lora.utils.atomic import atomic_torch_save
+from rvc_lora.utils.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+D_POLICIES = ("frozen", "trained")
+CKPT_KEY = "rvc_lora"  # our entry in Lightning checkpoints
+VAL_SEED = 1234  # prior noise of `infer` in validation: the same draw every epoch
+
+
+def rvc_adamw(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """RVC's optimiser: AdamW lr 1e-4, betas (0.8, 0.99), eps 1e-9; weight decay 0.01 is
+    AdamW's default, which RVC leaves in place."""
+    return torch.optim.AdamW(params, lr=1e-4, betas=(0.8, 0.99), eps=1e-9, weight_decay=0.01)
+
+
+def preset_name(config: SynthConfig) -> str | None:
+    """Name of the preset ``config`` is (speaker-table size aside), or None."""
+    for name, preset in PRESETS.items():
+        if preset.replace(spk_embed_dim=config.spk_embed_dim) == config:
+            return name
+    return None
+
+
+def _no_closure() -> None:
+    return None
+
+
+def _plain_param_groups(optimizer: torch.optim.Optimizer) -> None:
+    # A Hydra `_partial_` optimiser gets `betas: [0.8, 0.99]` as a ListConfig. Recent torch
+    # turns betas into a tuple; where a ListConfig stays in param_groups it is pickled into every
+    # checkpoint, which torch.load(weights_only=True) (fit(..., weights_only=True)) refuses.
+    for group in optimizer.param_groups:
+        for key, value in group.items():
+            if key != "params" and OmegaConf.is_config(value):
+                plain = OmegaConf.to_container(value, resolve=True)
+                group[key] = tuple(plain) if isinstance(plain, list) else plain
+
+
+def _as_list(x: Any) -> list:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class VoiceConversionModule(L.LightningModule):
+    """RVC fine-tuning with manual GAN optimisation.
+
+    Args:
+        generator: RVC synthesizer with ``enc_q`` (see ``training.build.build_generator``).
+        discriminator: RVC multi-period discriminator.
+        lora: adapters to inject into the generator; None trains every generator weight.
+        d_policy: ``frozen`` (D only scores, no D step) or ``trained`` (D steps first, as RVC).
+        optimizer_g, optimizer_d: ``params -> Optimizer`` (Hydra ``_partial_``); default
+            :func:`rvc_adamw`.
+        lr_decay: ExponentialLR gamma, stepped once per epoch (RVC: 0.999875).
+        c_mel, c_kl: weights of the mel L1 and KL terms (RVC: 45, 1).
+        grad_clip: max gradient norm per optimiser; None only measures it (as RVC).
+        log_audio: send validation audio and a mel image to loggers that take media.
+    """
+
+    def __init__(
+        self,
+        generator: Synthesizer,
+        discriminator: MultiPeriodDiscriminator,
+        lora: LoraConfig | None = None,
+        d_policy: str = "frozen",
+        optimizer_g: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        optimizer_d: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
+        lr_decay: float = 0.999875,
+        c_mel: float = 45.0,
+        c_kl: float = 1.0,
+        grad_clip: float | None = 1000.0,
+        log_audio: bool = True,
+    ) -> None:
+        super().__init__()
+        if d_policy not in D_POLICIES:
+            raise ValueError(f"d_policy {d_policy!r} unknown; choose one of {D_POLICIES}")
+        if not 0.0 < lr_decay <= 1.0:
+            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}; RVC uses 0.999875")
+        if grad_clip is not None and grad_clip <= 0:
+            raise ValueError(f"grad_clip must be positive or null, got {grad_clip}")
+        if generator.enc_q is None:
+            raise ValueError(
+                "generator has no enc_q (an exported inference model); build it from a "
+                "pretrained base with build_generator"
+            )
+        if generator.config.n_mels <= 0:
+            raise ValueError("generator config has no n_mels; use a preset config")
+        self.automatic_optimization = False
+        # Checkpoints hold only trainable tensors; the base comes from the pretrained file and
+        # on_load_checkpoint checks keys and base identity itself.
+        self.strict_loading = False
+        self.generator, self.discriminator = generator, discriminator
+        self.lora, self.d_policy = lora, d_policy
+        self.d_trained = d_policy == "trained"
+        self.optimizer_g, self.optimizer_d = optimizer_g or rvc_adamw, optimizer_d or rvc_adamw
+        self.lr_decay, self.c_mel, self.c_kl = float(lr_decay), float(c_mel), float(c_kl)
+        self.grad_clip, self.log_audio = grad_clip, log_audio
+        if lora is not None:
+            self.lora_targets = inject_lora(generator, lora)
+        else:
+            self.lora_targets = []
+            generator.requires_grad_(True)
+        # D has no dropout or norm layers, so train/eval mode does not matter for it.
+        discriminator.requires_grad_(self.d_trained)
+        # Taken before any step: in full mode the base weights themselves move.
+        self.base_id = base_identity(generator)
+        self.preset = preset_name(generator.config)
+        self.save_hyperparameters(
+            {
+                "mode": self.mode,
+                "lora": None if lora is None else lora.to_dict(),
+                "d_policy": d_policy,
+                "lr_decay": self.lr_decay,
+                "c_mel": self.c_mel,
+                "c_kl": self.c_kl,
+                "grad_clip": grad_clip,
+                "preset": self.preset,
+                "f0": generator.f0,
+            }
+        )
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.lora is None else "lora"
+
+    # ---- parameters and state -------------------------------------------------------------
+
+    def trainable_generator_parameters(self) -> dict[str, nn.Parameter]:
+        """LoRA mode: adapter tensors + extras (adapter-file keys); full: every G parameter."""
+        if self.lora is not None:
+            return trainable_parameters(self.generator)
+        return dict(self.generator.named_parameters())
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What trains, under this module's state-dict names (``generator.dec.ups.0.lora_A``).
+
+        LoRA: adapter tensors and extras; full: every generator tensor. Plus the discriminator's
+        tensors when it is trained.
+        """
+        state = self.state_dict()
+        if self.lora is not None:
+            keys = [f"generator.{k}" for k in trainable_parameters(self.generator)]
+        else:
+            keys = [k for k in state if k.startswith("generator.")]
+        if self.d_trained:
+            keys += [k for k in state if k.startswith("discriminator.")]
+        missing = [k for k in keys if k not in state]
+        if missing:  # a wrapper whose state-dict names differ from its parameter names
+            raise RuntimeError(f"trainable tensors missing from the state dict: {missing[:5]}")
+        return {k: state[k] for k in keys}
+
+    def count_parameters(self) -> dict[str, int]:
+        """Element counts: ``total_g`` (every generator tensor, ``enc_q`` and adapters
+        included), ``trainable_g``, ``total_d``, ``trainable_d`` and ``trainable`` (G + D)."""
+        g = sum(p.numel() for p in self.trainable_generator_parameters().values())
+        d = sum(p.numel() for p in self.discriminator.parameters()) if self.d_trained else 0
+        return {
+            "total_g": sum(p.numel() for p in self.generator.parameters()),
+            "trainable_g": g,
+            "total_d": sum(p.numel() for p in self.discriminator.parameters()),
+            "trainable_d": d,
+            "trainable": g + d,
+        }
+
+    def save_adapter(self, path: str | os.PathLike[str]) -> Path:
+        """Write what was learned: the LoRA adapter (``.safetensors``, with the base identity),
+        or for full fine-tuning the whole generator as an RVC pretrained-layout
+        ``{"model": state}`` ``.pth`` (the suffix is forced). Returns the path written."""
+        if self.lora is not None:
+            return save_lora_adapter(self.generator, path, base_identity=self.base_id)
+        state = {k: v.detach().to("cpu").clone() for k, v in self.generator.state_dict().items()}
+        return atomic_torch_save({"model": state}, Path(path).with_suffix(".pth"))
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "lora_config": None if self.lora is None else self.lora.to_dict(),
+            "targets": list(self.lora_targets),
+            "base_identity": dict(self.base_id),
+            "d_policy": self.d_policy,
+            "preset": self.preset,
+            "f0": self.generator.f0,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.trainable_state()
+        checkpoint[CKPT_KEY] = self._record()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        theirs = checkpoint.get(CKPT_KEY)
+        if not isinstance(theirs, dict):
+            raise CheckpointError(
+                "checkpoint has no 'rvc_lora' entry: not written by VoiceConversionModule; "
+                "resume only from this project's training checkpoints"
+            )
+        mine = self._record()
+        a, b = theirs.get("base_identity") or {}, mine["base_identity"]
+        if a.get("sha256") != b["sha256"]:
+            raise CheckpointError(
+                f"checkpoint was trained on another base (sha256 {str(a.get('sha256'))[:16]}, "
+                f"preset {theirs.get('preset')}) than this model ({b['sha256'][:16]}, preset "
+                f"{mine['preset']}); build the model from the same pretrained_g"
+            )
+        for key in ("mode", "d_policy", "f0", "targets", "lora_config"):
+            if theirs.get(key) != mine[key]:
+                raise CheckpointError(
+                    f"checkpoint {key} differs from this run's ({_short(theirs.get(key))} vs "
+                    f"{_short(mine[key])}); resume with the settings it was trained with"
+                )
+        expected, got = set(self.trainable_state()), set(checkpoint.get("state_dict", {}))
+        if expected != got:
+            raise CheckpointError(
+                f"checkpoint tensors do not fit: missing {sorted(expected - got)[:5]}, "
+                f"unexpected {sorted(got - expected)[:5]}"
+            )
+
+    # ---- optimisation ---------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        opt_g = self.optimizer_g(list(self.trainable_generator_parameters().values()))
+        optimizers = [opt_g]
+        if self.d_trained:
+            optimizers.append(self.optimizer_d(list(self.discriminator.parameters())))
+        for opt in optimizers:
+            _plain_param_groups(opt)
+        # Manual optimisation: Lightning keeps (and checkpoints) these but does not step them.
+        scheds = [
+            torch.optim.lr_scheduler.ExponentialLR(o, gamma=self.lr_decay) for o in optimizers
+        ]
+        return optimizers, scheds
+
+    def on_fit_start(self) -> None:
+        counts = self.count_parameters()
+        rank_zero_info(
+            f"rvc-lora: mode={self.mode} d_policy={self.d_policy} preset={self.preset} "
+            f"lora_targets={len(self.lora_targets)} parameters={counts}"
+        )
+
+    def _mel_of_spec(self, spec: torch.Tensor) -> torch.Tensor:
+        c = self.generator.config
+        return spec_to_mel(spec, c.sr, c.n_fft, c.n_mels)
+
+    def _mel_of_wav(self, wav: torch.Tensor) -> torch.Tensor:
+        c = self.generator.config
+        return mel_spectrogram(wav, c.sr, c.n_fft, c.hop_length, c.n_mels)
+
+    def _step_uncounted(self, optimizer: Any) -> None:
+        # Lightning counts every LightningOptimizer.step() in manual optimisation as a global
+        # step (Lightning-AI/pytorch-lightning#17958), so D + G steps would advance global_step,
+        # max_steps and step-based checkpoints twice per batch. LightningOptimizer.step is the
+        # counter hooks around strategy.optimizer_step; calling the latter for D keeps what the
+        # precision plugin does (AMP unscale / skip-on-inf / scaler update,
+        # on_before_optimizer_step) and leaves global_step counting G steps only.
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure, model=self)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        g, opts = self.generator, _as_list(self.optimizers())
+        opt_g, opt_d = opts[0], opts[1] if self.d_trained else None
+        c = g.config
+        hop, seg, lengths, n = c.hop_length, c.segment_size, batch["lengths"], len(batch["lengths"])
+        pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
+        y_hat, ids, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = g(
+            batch["phone"], lengths, pitch, pitchf, batch["spec"], lengths, batch["sid"]
+        )  # y_hat [B, 1, seg*hop]; ids [B] start frames
+        y_mel = slice_segments(self._mel_of_spec(batch["spec"]), ids, seg)  # [B, M, seg]
+        y_hat_mel = self._mel_of_wav(y_hat)  # [B, M, seg], fp32 also under autocast
+        y = slice_segments(batch["wav"], ids * hop, seg * hop)  # [B, 1, seg*hop]
+
+        if opt_d is not None:  # RVC: D steps first, on the detached fake
+            real, fake, _, _ = self.discriminator(y, y_hat.detach())
+            loss_d = discriminator_loss(real, fake)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            self._step_uncounted(opt_d)
+            self.log("train/loss_d", loss_d.detach(), batch_size=n)
+            self.toggle_optimizer(opt_g)  # no D gradients from the G loss
+        try:
+            _, fake, fmap_real, fmap_fake = self.discriminator(y, y_hat)
+            loss_gen = generator_loss(fake)
+            loss_fm = feature_loss(fmap_real, fmap_fake)
+            loss_mel = F.l1_loss(y_mel, y_hat_mel)
+            loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask)
+            loss_g = loss_gen + loss_fm + self.c_mel * loss_mel + self.c_kl * loss_kl
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+        finally:
+            if opt_d is not None:
+                self.untoggle_optimizer(opt_g)
+        self.log("train/loss_mel", loss_mel.detach(), prog_bar=True, batch_size=n)
+        self.log_dict(
+            {
+                "train/loss_g": loss_g.detach(),
+                "train/loss_gen": loss_gen.detach(),
+                "train/loss_fm": loss_fm.detach(),
+                "train/loss_kl": loss_kl.detach(),
+                "train/lr": float(opt_g.optimizer.param_groups[0]["lr"]),
+            },
+            batch_size=n,
+        )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # The precision plugin calls this after AMP unscaled the gradients: the place to clip.
+        raw = _as_list(self.optimizers(use_pl_optimizer=False))
+        which = "d" if len(raw) > 1 and optimizer is raw[1] else "g"
+        params = [p for grp in optimizer.param_groups for p in grp["params"] if p.grad is not None]
+        if not params:
+            return
+        max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.log(f"train/grad_norm_{which}", norm)
+
+    def on_train_epoch_end(self) -> None:
+        for sched in _as_list(self.lr_schedulers()):  # RVC decays once per epoch
+            sched.step()
+
+    # ---- validation -----------------------------------------------------------------------
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> torch.Tensor:
+        """``val/loss_mel``: L1 between the target log-mel and the log-mel of ``infer``'s output
+        (prior path, as used at conversion time) over the valid frames."""
+        g, lengths = self.generator, batch["lengths"]
+        pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
+        kind = self.device.type
+        devices = [] if kind == "cpu" else [self.device]
+        with torch.random.fork_rng(devices=devices, device_type="cuda" if kind == "cpu" else kind):
+            # fixed prior noise each epoch; the training RNG streams are restored afterwards
+            torch.manual_seed(VAL_SEED + batch_idx)
+            audio, _, _ = g.infer(batch["phone"], lengths, pitch, pitchf, batch["sid"])
+        y_hat_mel = self._mel_of_wav(audio)  # [B, M, T]
+        y_mel = self._mel_of_spec(batch["spec"])  # [B, M, T]
+        t = min(y_mel.shape[-1], y_hat_mel.shape[-1])
+        mask = sequence_mask(lengths, t).unsqueeze(1).to(y_mel.dtype)  # [B, 1, t]
+        diff = (y_mel[..., :t] - y_hat_mel[..., :t]).abs() * mask
+        loss = diff.sum() / (mask.sum() * y_mel.shape[1]).clamp(min=1.0)
+        self.log("val/loss_mel", loss, sync_dist=True, prog_bar=True, batch_size=len(lengths))
+        if (
+            self.log_audio
+            and batch_idx == 0
+            and dataloader_idx == 0
+            and self.trainer.is_global_zero
+        ):
+            self._log_media(batch, audio, y_mel, y_hat_mel)
+        return loss
+
+    def _log_media(self, batch, audio, y_mel, y_hat_mel) -> None:
+        if not self.loggers:
+            return
+        frames, c = int(batch["lengths"][0]), self.generator.config
+        n = frames * c.hop_length
+        clips = {
+            "target": batch["wav"][0, 0, :n].float().cpu().numpy(),
+            "converted": audio[0, 0, :n].float().cpu().numpy(),
+        }
+        mels = [m[0, :, :frames].float().cpu().numpy() for m in (y_mel, y_hat_mel)]
+        try:
+            image = mel_image(mels, ["target", "converted"])
+        except Exception as err:  # noqa: BLE001 - a picture must not end a run
+            rank_zero_warn(f"could not draw the mel image ({type(err).__name__}: {err})")
+            image = None
+        log_media(self.loggers, self.global_step, c.sr, clips, image)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
