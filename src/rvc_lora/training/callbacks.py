@@ -8,6 +8,7 @@ warning.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,3 +161,36 @@ class AdapterExport(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
         if trainer.is_global_zero:
             self.written.append(pl_module.save_adapter(self._dir(trainer) / self.filename))
+
+
+class StepTimer(L.Callback):
+    """Wall time of each training batch (data to optimiser step), for the run's metrics.
+
+    The first ``warmup`` batches are left out: they include allocator growth and kernel choice.
+    On CUDA the clock waits for the device so that asynchronous kernels are counted.
+    """
+
+    def __init__(self, warmup: int = 1) -> None:
+        self.warmup = warmup
+        self.times: list[float] = []
+        self._seen = 0
+        self._start = 0.0
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self._seen += 1
+        if self._seen > self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+    @property
+    def median(self) -> float | None:
+        """Median seconds per training step, or None before any timed step."""
+        return float(np.median(self.times)) if self.times else None

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rvc_lora.data.cache import write_json
+from rvc_lora.training.callbacks import StepTimer
 from rvc_lora.utils.cli import ensure_tiny_encoder
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    timer = StepTimer()
+    callbacks = [*instantiate_group(cfg.get("callbacks")), timer]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -100,7 +102,7 @@ def train(cfg: DictConfig) -> float | None:
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": wall,
-        "step_time_s": wall / max(trainer.global_step, 1),
+        "step_time_s": timer.median,
         "peak_memory_mb": peak_memory_mb(module.device),
         "artifact": str(artifact),
         "artifact_kb": Path(artifact).stat().st_size / 1024,
