@@ -90,6 +90,13 @@ def test_every_experiment_runs_fast_dev_run(tmp_path, shared_root, voice_dir,
     assert artifact.is_file()
     assert artifact.name == ("generator.pth" if experiment == "pretrain_tiny"
                              else "adapter.safetensors")
+    if experiment != "pretrain_tiny":  # random-init base: kept so the adapter can be used
+        from rvc_lora.lora import LoraConfig, inject_lora, load_adapter
+        from rvc_lora.models import load_rvc_checkpoint
+
+        base = load_rvc_checkpoint(tmp_path / "base.pth").model
+        inject_lora(base, LoraConfig(preset="decoder"))
+        load_adapter(base, artifact)  # checks the base identity
 
 
 @pytest.mark.parametrize("debug", _options("debug"))

@@ -32,6 +32,7 @@ from rvc_lora.lora.inject import (
 from rvc_lora.lora.io import (
     AdapterFile,
     base_identity,
+    base_state_dict,
     load_adapter,
     read_adapter,
     save_adapter,
@@ -49,6 +50,7 @@ __all__ = [
     "LoraLayer",
     "LoraLinear",
     "base_identity",
+    "base_state_dict",
     "disable_lora",
     "inject_lora",
     "injection",

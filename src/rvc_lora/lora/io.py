@@ -56,21 +56,28 @@ def _refuse_merged(model: nn.Module) -> None:
         raise LoraError("adapters are merged into the base; call unmerge_lora(model) first")
 
 
-def _base_state(model: nn.Module, exclude: Sequence[str]) -> list[tuple[str, torch.Tensor]]:
-    # The base's tensors under RVC names, identical before and after injection:
-    # `<w>.base_layer.x` -> `<w>.x`, adapter tensors dropped (found via the wrapper instances).
+def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The base model's tensors under RVC names, adapter tensors dropped, in the model's order.
+
+    ``<w>.base_layer.x`` becomes ``<w>.x``, so the result loads into an un-injected model (and is
+    what a training run saves as ``base.pth`` when it starts from a random init).
+    """
     layers = lora_layers(model)
     skip = {f"{w}.{a}" for w in layers for a in _ADAPTER_ATTRS}
-    patterns = tuple(exclude) + IDENTITY_EXCLUDE
-    out = []
+    out = {}
     for key, t in model.state_dict().items():
         if key in skip:
             continue
         head, sep, tail = key.partition(".base_layer.")
-        name = rvc_param_name(f"{head}.{tail}" if sep and head in layers else key)
-        if not any(re.fullmatch(p, name) for p in patterns):
-            out.append((name, t))
-    return sorted(out, key=lambda item: item[0])
+        out[rvc_param_name(f"{head}.{tail}" if sep and head in layers else key)] = t
+    return out
+
+
+def _base_state(model: nn.Module, exclude: Sequence[str]) -> list[tuple[str, torch.Tensor]]:
+    # Sorted so the identity does not depend on module order; trained extras and enc_q excluded.
+    patterns = tuple(exclude) + IDENTITY_EXCLUDE
+    state = base_state_dict(model)
+    return sorted((k, t) for k, t in state.items() if not any(re.fullmatch(p, k) for p in patterns))
 
 
 def base_identity(model: nn.Module, *, exclude: Sequence[str] = ()) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rvc_lora.data.cache import write_json
+from rvc_lora.lora import base_state_dict
 from rvc_lora.training.callbacks import StepTimer
+from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.cli import ensure_tiny_encoder
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams({**{f"params/{k}": v for k, v in counts.items()},
                                 "lora/n_targets": len(module.lora_targets)})
+
+    if module.lora is not None and cfg.model.get("pretrained_g") is None:
+        # No base file exists to apply the adapter to later: keep this run's random-init base.
+        atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
