@@ -94,6 +94,7 @@ def test_every_experiment_runs_fast_dev_run(tmp_path, shared_root, voice_dir,
         from rvc_lora.lora import LoraConfig, inject_lora, load_adapter
         from rvc_lora.models import load_rvc_checkpoint
 
+        assert Path(metrics["index"]).name.startswith("added_IVF")  # retrieval index beside it
         base = load_rvc_checkpoint(tmp_path / "base.pth").model
         inject_lora(base, LoraConfig(preset="decoder"))
         load_adapter(base, artifact)  # checks the base identity

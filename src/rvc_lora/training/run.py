@@ -61,6 +61,21 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
 
 
+def build_run_index(datamodule: Any, out: Path, name: str, version: str) -> Path | None:
+    """RVC's retrieval index over the run's content features, saved next to the adapter."""
+    import faiss
+
+    from rvc_lora.inference.index import build_index, features_from_cache, save_index
+
+    report = getattr(datamodule, "report", None)
+    if report is None or not report.items:
+        return None
+    feats = features_from_cache([item.feature_path for item in report.items])
+    index = build_index(feats)
+    n = faiss.extract_index_ivf(index).nlist
+    return save_index(index, out / f"added_IVF{n}_Flat_nprobe_1_{name}_{version}.index")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit one run; returns ``cfg.optimized_metric`` for Hydra sweepers."""
     L.seed_everything(cfg.seed, workers=True)
@@ -101,6 +116,7 @@ def train(cfg: DictConfig) -> float | None:
 
     artifact = module.save_adapter(out / ("adapter.safetensors" if module.lora is not None
                                           else "generator.pth"))
+    index = build_run_index(datamodule, out, cfg.task_name, module.generator.config.version)
     checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)),
                       None)
     metrics = {
@@ -112,6 +128,7 @@ def train(cfg: DictConfig) -> float | None:
         "peak_memory_mb": peak_memory_mb(module.device),
         "artifact": str(artifact),
         "artifact_kb": Path(artifact).stat().st_size / 1024,
+        "index": str(index) if index else None,
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
         "best_score": float(checkpoint.best_model_score) if checkpoint and
         checkpoint.best_model_score is not None else None,

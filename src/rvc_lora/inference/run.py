@@ -1,0 +1,165 @@
+"""``python infer.py``: resolve the voice, its content encoder and index, then convert or export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from omegaconf import DictConfig, OmegaConf
+
+from rvc_lora.data.audio import AudioError, find_audio_files, load_audio
+from rvc_lora.utils.atomic import atomic_path
+from rvc_lora.utils.errors import RvcLoraError
+
+log = logging.getLogger(__name__)
+
+
+class InferenceError(RvcLoraError, ValueError):
+    """Bad inference input: the message names the file and the fix."""
+
+
+def run_config(ckpt: Path) -> DictConfig | None:
+    """The training config of the run a checkpoint or adapter came from, if it is in a run dir."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        path = folder / ".hydra" / "config.yaml"
+        if path.is_file():
+            return OmegaConf.load(path)
+    return None
+
+
+def _setting(cfg: DictConfig, trained: DictConfig | None, key: str, fallback: Any) -> Any:
+    """An explicit option wins, then the voice's training setting, then the default."""
+    value = cfg.get(key)
+    if value is not None:
+        return value
+    if trained is not None:
+        found = OmegaConf.select(trained, f"features.{key}")
+        if found is not None:
+            return found
+    return fallback
+
+
+def find_index(ckpt: Path) -> Path | None:
+    """RVC's ``added_*.index`` next to the checkpoint (or in its run dir)."""
+    for folder in (ckpt.parent, ckpt.parent.parent):
+        found = sorted(folder.glob("added_*.index"))
+        if found:
+            return found[-1]
+    return None
+
+
+def write_audio(path: Path, audio: np.ndarray, sr: int, subtype: str) -> None:
+    """Write atomically, so an interrupted run never leaves half a file."""
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise InferenceError(f"{path}: unsupported output type; use .wav, .flac or .ogg")
+    with atomic_path(path) as tmp:
+        sf.write(tmp, audio, sr, subtype=subtype if fmt != "OGG" else None, format=fmt)
+
+
+def run(cfg: DictConfig) -> list[Path]:
+    """Convert ``cfg.source`` (file or folder) into ``cfg.output``, or export (``mode=export``)."""
+    from rvc_lora.inference.checkpoints import load_voice_model
+
+    ckpt = Path(cfg.ckpt)
+    if not ckpt.exists():
+        raise InferenceError(f"{ckpt}: no such checkpoint; pass ckpt=<adapter .safetensors, "
+                             f"run .ckpt or RVC .pth>")
+    model, meta = load_voice_model(ckpt, pretrained_g=cfg.model.get("pretrained_g"))
+    trained = run_config(ckpt)
+    index_path = Path(cfg.index) if cfg.get("index") else find_index(ckpt)
+    if cfg.mode == "export":
+        return [export_voice(model, Path(cfg.output), index_path)]
+    if cfg.mode != "convert":
+        raise InferenceError(f"mode={cfg.mode}: choose convert or export")
+    if not cfg.get("source"):
+        raise InferenceError("no source: pass source=<audio file or folder>")
+    return convert_sources(cfg, model, meta, trained, index_path)
+
+
+def export_voice(model, output: Path, index_path: Path | None) -> Path:
+    """Merge the adapter into its base and write RVC WebUI's ``.pth`` (+ the index beside it)."""
+    import shutil
+
+    from rvc_lora.lora import injection, merge_lora, unload_lora
+    from rvc_lora.models import export_rvc_model
+
+    if injection(model) is not None:
+        merge_lora(model)
+        model = unload_lora(model, merge=True)
+    path = export_rvc_model(model, output, info="exported by rvc-lora")
+    if index_path is not None:
+        with atomic_path(output.with_name(index_path.name)) as tmp:
+            shutil.copyfile(index_path, tmp)
+    print(f"exported {path}" + (f" and {index_path.name}" if index_path else ""))
+    return path
+
+
+def convert_sources(cfg: DictConfig, model, meta: dict, trained: DictConfig | None,
+                    index_path: Path | None) -> list[Path]:
+    from rvc_lora.features.hubert import load_content_encoder
+    from rvc_lora.inference.index import FeatureIndex
+    from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
+
+    source, output = Path(cfg.source), Path(cfg.output)
+    if source.is_dir():
+        files = find_audio_files(source)
+        if not files:
+            raise InferenceError(f"{source}: no audio files in this folder")
+        targets = [output / f.relative_to(source).with_suffix(".wav") for f in files]
+    elif source.is_file():
+        files, targets = [source], [output]
+    else:
+        raise InferenceError(f"{source}: no such file or folder")
+
+    f0_method = _setting(cfg, trained, "f0_method", cfg.features.f0_method)
+    options = ConvertOptions(pitch=float(cfg.pitch), f0_method=f0_method,
+                             index_rate=float(cfg.index_rate), protect=float(cfg.protect),
+                             rms_mix_rate=float(cfg.rms_mix_rate),
+                             filter_radius=int(cfg.filter_radius),
+                             resample_sr=int(cfg.resample_sr), speaker_id=int(cfg.speaker_id),
+                             seed=cfg.get("seed"))
+    encoder = load_content_encoder(_setting(cfg, trained, "encoder_path",
+                                            cfg.features.encoder_path))
+    rmvpe = None
+    if model.f0 and f0_method == "rmvpe":
+        from rvc_lora.features.rmvpe import load_rmvpe
+
+        rmvpe = load_rmvpe(_setting(cfg, trained, "rmvpe_path", cfg.features.rmvpe_path))
+    index = None
+    if index_path is not None and options.index_rate > 0:
+        index = FeatureIndex.load(index_path, expected_dim=model.config.feature_dim)
+    pipeline = ConversionPipeline(encoder, rmvpe=rmvpe)
+
+    written, failed = [], []
+    for src, dst in _progress(list(zip(files, targets)), enabled=len(files) > 1):
+        try:
+            audio, _ = load_audio(src, 16000)
+            if float(np.abs(audio).max()) < 1e-4:
+                raise AudioError(f"{src}: the audio is silent; nothing to convert")
+            converted, sr = pipeline.convert(model, audio, options, index)
+        except AudioError as exc:
+            if len(files) == 1:
+                raise
+            failed.append(str(exc))
+            log.warning("skipped %s", exc)
+            continue
+        write_audio(dst, converted, sr, str(cfg.output_subtype))
+        written.append(dst)
+    print(f"converted {len(written)} file(s) into {output}"
+          + (f"; {len(failed)} skipped" if failed else ""))
+    for reason in failed:
+        print(f"  skipped: {reason}")
+    return written
+
+
+def _progress(items: list, enabled: bool):
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description="converting")
