@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: help install test test-fast bench format lint clean readme-tables
+.PHONY: help install test test-fast bench demo format lint clean readme-tables
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: install ## run the whole test suite, slow tests included
 
 test-fast: install ## run the tests without the `slow` marker
 	$(PY) -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
+
+demo: install ## train a tiny adapter, convert a file and export it (CPU, a few minutes)
+	$(PY) scripts/demo.py
 
 bench: install ## print benchmark figures (CPU)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -14,7 +14,7 @@ from rvc_lora.data.audio import (
     load_audio,
     normalize_chunk,
 )
-from tests.data.signals import voiced
+from rvc_lora.data.synthetic import voiced
 
 
 def _dominant_hz(y: np.ndarray, sr: int) -> float:

@@ -13,8 +13,8 @@ import torch
 from rvc_lora.data.cache import read_entry
 from rvc_lora.data.datamodule import VoiceDataModule
 from rvc_lora.data.features_cache import NoUsableAudioError
+from rvc_lora.data.synthetic import phrases, voiced
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
-from tests.data.signals import phrases, voiced
 
 
 @pytest.fixture(scope="module")

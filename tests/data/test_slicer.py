@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rvc_lora.data.slicer import SlicerConfig, slice_audio
-from tests.data.signals import voiced
+from rvc_lora.data.synthetic import voiced
 
 
 def _layout(sr: int, parts: list[tuple[str, float]]) -> np.ndarray:

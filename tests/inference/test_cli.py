@@ -15,6 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from rvc_lora.data.synthetic import phrases
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
 from rvc_lora.inference.run import run
 from rvc_lora.lora import LoraConfig, base_state_dict, inject_lora, save_adapter
@@ -22,7 +23,6 @@ from rvc_lora.models import build_synthesizer, load_rvc_checkpoint
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.cli import CONFIG_DIR
 from rvc_lora.utils.errors import RvcLoraError
-from tests.data.signals import phrases
 from tests.lora.tiny import randomize_adapter
 
 REPO = Path(CONFIG_DIR).parent

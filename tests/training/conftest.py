@@ -11,8 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from rvc_lora.data.synthetic import phrases
 from rvc_lora.utils.cli import CONFIG_DIR
-from tests.data.signals import phrases
 
 FAST = [
     "features.f0_method=pm",

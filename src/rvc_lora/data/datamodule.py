@@ -24,6 +24,7 @@ from rvc_lora.data.features_cache import (
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
 from rvc_lora.spectral import linear_spectrogram
+from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ class VoiceDataset(Dataset):
     Each item: ``phone [T, D]`` (content features doubled from 50 fps), ``pitch [T]`` (coarse),
     ``pitchf [T]`` (Hz), ``spec [F, T]``, ``wav [T * hop]`` and ``sid``. Streams are trimmed to
     the shortest, as RVC does; with ``max_frames`` a random window of that length is taken.
+
+    The window is a pure function of ``(seed, epoch, index)``: indexed with an :class:`ItemKey`
+    (what :class:`EpochSampler` yields) it moves from epoch to epoch, and a resumed run crops
+    exactly as an uninterrupted one, in any worker process. A plain ``int`` index is epoch 0.
     """
 
     def __init__(
@@ -50,14 +55,16 @@ class VoiceDataset(Dataset):
         speaker_id: int = 0,
         max_frames: int | None = 900,
         random_crop: bool = True,
+        seed: int = 0,
     ) -> None:
         self.items, self.spec, self.speaker_id = items, spec, speaker_id
-        self.max_frames, self.random_crop = max_frames, random_crop
+        self.max_frames, self.random_crop, self.seed = max_frames, random_crop, seed
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | ItemKey) -> dict[str, torch.Tensor]:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.items[index]
         audio, feats = read_entry(item.slice_path), read_entry(item.feature_path)
         if audio is None or feats is None:
@@ -70,7 +77,9 @@ class VoiceDataset(Dataset):
         t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
         start = 0
         if self.max_frames is not None and t > self.max_frames:
-            start = random.randint(0, t - self.max_frames) if self.random_crop else 0
+            if self.random_crop:
+                rng = np.random.default_rng((self.seed, epoch, index))
+                start = int(rng.integers(0, t - self.max_frames + 1))
             t = self.max_frames
         wav = torch.from_numpy(audio["wav"][start * hop : (start + t) * hop].copy())
         return {
@@ -213,11 +222,17 @@ class VoiceDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        ds = VoiceDataset(self.train_items, self.spec, self.speaker_id, self.max_frames)
-        return DataLoader(
+        """Shuffled batches that a run resumed mid-epoch continues exactly (order, crops):
+        see :mod:`rvc_lora.training.determinism`."""
+        ds = VoiceDataset(
+            self.train_items, self.spec, self.speaker_id, self.max_frames, seed=self.seed
+        )
+        trainer = self.trainer  # under DDP each rank draws its share of the same order
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        return ResumableLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=EpochSampler(len(ds), self.seed, num_replicas=world, rank=rank),
             drop_last=False,
             collate_fn=collate_voice,
             num_workers=self.num_workers,

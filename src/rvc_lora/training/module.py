@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rvc_lora.spectral import mel_spectrogram, spec_to_mel
 from rvc_lora.training.callbacks import log_media, mel_image
 from rvc_lora.training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
 from rvc_lora.utils.atomic import atomic_torch_save
+from rvc_lora.utils.determinism import seed_step
 from rvc_lora.utils.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,9 @@ class VoiceConversionModule(L.LightningModule):
         c_mel, c_kl: weights of the mel L1 and KL terms (RVC: 45, 1).
         grad_clip: max gradient norm per optimiser; None only measures it (as RVC).
         log_audio: send validation audio and a mel image to loggers that take media.
+        seed: base of the per-step RNG seeds (see ``training.determinism``); None takes the seed
+            the process was seeded with (``L.seed_everything(cfg.seed)`` in ``train``) at fit
+            start. A resumed fit continues with the seed stored in its checkpoint.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class VoiceConversionModule(L.LightningModule):
         c_kl: float = 1.0,
         grad_clip: float | None = 1000.0,
         log_audio: bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if d_policy not in D_POLICIES:
@@ -126,6 +132,7 @@ class VoiceConversionModule(L.LightningModule):
         self.optimizer_g, self.optimizer_d = optimizer_g or rvc_adamw, optimizer_d or rvc_adamw
         self.lr_decay, self.c_mel, self.c_kl = float(lr_decay), float(c_mel), float(c_kl)
         self.grad_clip, self.log_audio = grad_clip, log_audio
+        self.seed = seed
         if lora is not None:
             self.lora_targets = inject_lora(generator, lora)
         else:
@@ -211,6 +218,7 @@ class VoiceConversionModule(L.LightningModule):
             "d_policy": self.d_policy,
             "preset": self.preset,
             "f0": self.generator.f0,
+            "seed": self.seed,
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -244,6 +252,8 @@ class VoiceConversionModule(L.LightningModule):
                 f"checkpoint tensors do not fit: missing {sorted(expected - got)[:5]}, "
                 f"unexpected {sorted(got - expected)[:5]}"
             )
+        if theirs.get("seed") is not None:  # the resumed run draws the noise the first one would
+            self.seed = int(theirs["seed"])
 
     # ---- optimisation ---------------------------------------------------------------------
 
@@ -261,6 +271,14 @@ class VoiceConversionModule(L.LightningModule):
         return optimizers, scheds
 
     def on_fit_start(self) -> None:
+        if self.seed is None:  # runs after on_load_checkpoint: a resumed seed is kept
+            self.seed = torch.initial_seed()
+        # ModelCheckpoint(every_n_train_steps) warns that under manual optimisation it saves the
+        # weights after the step (Lightning-AI/pytorch-lightning#21239). That is what a resume
+        # point must hold: the optimiser state and step counter are post-step as well.
+        warnings.filterwarnings(
+            "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
+        )
         counts = self.count_parameters()
         rank_zero_info(
             f"rvc-lora: mode={self.mode} d_policy={self.d_policy} preset={self.preset} "
@@ -285,6 +303,10 @@ class VoiceConversionModule(L.LightningModule):
         self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure, model=self)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # The step's noise (posterior sample, NSF noise, segment starts) is a function of
+        # (seed, step): a run resumed in a new process draws what the uninterrupted one drew,
+        # and validation (or anything else) between steps cannot shift it.
+        seed_step(self.seed if self.seed is not None else 0, self.global_step)
         g, opts = self.generator, _as_list(self.optimizers())
         opt_g, opt_d = opts[0], opts[1] if self.d_trained else None
         c = g.config
@@ -340,6 +362,14 @@ class VoiceConversionModule(L.LightningModule):
         max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.log(f"train/grad_norm_{which}", norm)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Catch up decays that never ran. Resumed from a checkpoint written after the last batch
+        # of an epoch (every_n_train_steps), Lightning 2.6 counts that epoch as finished without
+        # calling on_train_epoch_end, and starts the next one without on_train_epoch_start.
+        for sched in _as_list(self.lr_schedulers()):
+            while sched.last_epoch < self.current_epoch:
+                sched.step()
 
     def on_train_epoch_end(self) -> None:
         for sched in _as_list(self.lr_schedulers()):  # RVC decays once per epoch

@@ -1,4 +1,4 @@
-"""Synthetic test audio made at test time: voiced, speech-like phrases separated by pauses."""
+"""Synthetic speech-like audio: voiced phrases separated by pauses (tests and the interim demo)."""
 
 from __future__ import annotations
 
