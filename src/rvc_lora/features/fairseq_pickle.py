@@ -31,12 +31,12 @@ import collections
 import os
 import pickle
 import types
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from rvc_lora.utils.errors import CheckpointError
+from rvc_lora.utils.safe_load import require_checkpoint_file
 
 
 class FairseqObject:
@@ -204,11 +204,7 @@ def load_fairseq_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         CheckpointError: the file is missing or empty, is not a PyTorch checkpoint, is not a
             dict, or its pickle names a global outside the allowlist.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file; check the path")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: file is empty; download or copy it again")
+    p = require_checkpoint_file(path)
     try:
         state = torch.load(
             p,

@@ -18,6 +18,16 @@ import torch
 from rvc_lora.utils.errors import CheckpointError
 
 
+def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if it is a non-empty file, else a one-line :class:`CheckpointError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file; check the path")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p}: file is empty; download or copy it again")
+    return p
+
+
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with user-facing errors.
 
@@ -25,11 +35,7 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         CheckpointError: the file is missing, empty, truncated, not a PyTorch file, or its pickle
             refers to Python objects beyond plain containers and tensors.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint file; check the path")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: file is empty; download or copy it again")
+    p = require_checkpoint_file(path)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
