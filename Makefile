@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: help install test test-fast bench demo format lint clean readme-tables
+.PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,26 @@ format: install ## format and lint-fix the code
 
 lint: install ## lint without changing files
 	$(PY) -m ruff check src tests bench
+
+# fairseq, only to make the parity fixture (tests/fixtures/fairseq_hubert/), in its own venv:
+# the fork fairseq-fixed pins hydra-core/omegaconf and lists torchaudio (whose wheels need a
+# CUDA torch), so it is installed with --no-deps plus its other listed dependencies; its C
+# extensions build from source against the torch already there (~3 min on 2 cores).
+FAIRSEQ_VENV ?= .venv-fairseq
+FAIRSEQ_SPEC ?= fairseq-fixed==0.12.3.1
+FAIRSEQ_DEPS := "setuptools<81" wheel cffi cython "hydra-core==1.3.2" "omegaconf==2.3.0" \
+	"numpy>=1.21.3" regex "sacrebleu>=1.4.12" tqdm bitarray scikit-learn packaging
+
+$(FAIRSEQ_VENV)/.installed:
+	$(PYTHON) -m venv $(FAIRSEQ_VENV)
+	$(FAIRSEQ_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FAIRSEQ_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(FAIRSEQ_VENV)/bin/python -m pip install -q $(FAIRSEQ_DEPS)
+	$(FAIRSEQ_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation "$(FAIRSEQ_SPEC)"
+	touch $@
+
+golden-fairseq: $(FAIRSEQ_VENV)/.installed ## remake the fairseq parity fixture with fairseq itself
+	$(FAIRSEQ_VENV)/bin/python tests/fixtures/make_fairseq_golden.py
 
 clean: ## remove caches and build outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build dist src/*.egg-info

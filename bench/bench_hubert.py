@@ -30,8 +30,10 @@ def main() -> None:
     encoder = ContentEncoder(HubertConfig(classifier_proj_size=256))  # HuBERT-Base shapes
     n_params = sum(p.numel() for p in encoder.parameters())
     wav = torch.randn(1, int(16000 * args.seconds)) * 0.1
-    print(f"HuBERT-Base {n_params / 1e6:.1f}M params, {args.seconds:g} s of audio, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"HuBERT-Base {n_params / 1e6:.1f}M params, {args.seconds:g} s of audio, "
+        f"{torch.get_num_threads()} threads"
+    )
     for version in ("v1", "v2"):
         encoder.extract(wav[:, :16000], version)  # warm-up
         times = []
@@ -40,8 +42,10 @@ def main() -> None:
             encoder.extract(wav, version)
             times.append(time.perf_counter() - start)
         per_minute = statistics.median(times) * 60 / args.seconds
-        print(f"{version}: {per_minute:6.2f} s of compute per minute of audio "
-              f"(median of {args.repeats})")
+        print(
+            f"{version}: {per_minute:6.2f} s of compute per minute of audio "
+            f"(median of {args.repeats})"
+        )
 
 
 if __name__ == "__main__":

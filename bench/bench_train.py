@@ -41,24 +41,38 @@ def _run(mode: str, args: argparse.Namespace, queue) -> None:
     gen = build_synthesizer(args.preset, True)
     lora = make_lora_config("lora", preset="decoder", rank=8, alpha=16) if mode == "lora" else None
     disc = build_discriminator("tiny" if args.preset == "tiny" else gen.version)
-    module = VoiceConversionModule(gen, disc, lora=lora,
-                                   d_policy="frozen" if mode == "lora" else "trained",
-                                   log_audio=False)
+    module = VoiceConversionModule(
+        gen, disc, lora=lora, d_policy="frozen" if mode == "lora" else "trained", log_audio=False
+    )
     c, b, t = gen.config, args.batch, args.frames
     batches = []
     for _ in range(args.steps + 1):
         wav = torch.randn(b, 1, t * c.hop_length) * 0.1
-        batches.append({
-            "phone": torch.randn(b, t, c.feature_dim), "pitch": torch.randint(1, 256, (b, t)),
-            "pitchf": torch.rand(b, t) * 200 + 100,
-            "spec": linear_spectrogram(wav, c.n_fft, c.hop_length), "wav": wav,
-            "lengths": torch.full((b,), t), "wav_lengths": torch.full((b,), t * c.hop_length),
-            "sid": torch.zeros(b, dtype=torch.long)})
+        batches.append(
+            {
+                "phone": torch.randn(b, t, c.feature_dim),
+                "pitch": torch.randint(1, 256, (b, t)),
+                "pitchf": torch.rand(b, t) * 200 + 100,
+                "spec": linear_spectrogram(wav, c.n_fft, c.hop_length),
+                "wav": wav,
+                "lengths": torch.full((b,), t),
+                "wav_lengths": torch.full((b,), t * c.hop_length),
+                "sid": torch.zeros(b, dtype=torch.long),
+            }
+        )
     timer = StepTimer(warmup=1)
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, max_steps=args.steps + 1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        limit_val_batches=0, enable_model_summary=False, callbacks=[timer])
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=args.steps + 1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
     before = _rss_mb()
     trainer.fit(module, DataLoader(batches, batch_size=None))
     if accelerator == "gpu":
@@ -66,8 +80,16 @@ def _run(mode: str, args: argparse.Namespace, queue) -> None:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     counts = module.count_parameters()
-    queue.put({"mode": mode, "step_s": timer.median, "peak_mb": peak, "before_mb": before,
-               "trainable": counts["trainable"], "device": accelerator})
+    queue.put(
+        {
+            "mode": mode,
+            "step_s": timer.median,
+            "peak_mb": peak,
+            "before_mb": before,
+            "trainable": counts["trainable"],
+            "device": accelerator,
+        }
+    )
 
 
 def main() -> None:
@@ -86,15 +108,19 @@ def main() -> None:
         proc.start()
         results[mode] = queue.get()
         proc.join()
-    print(f"{args.preset}, batch {args.batch}, {args.frames}-frame items, {args.threads} threads, "
-          f"{results['lora']['device']}, median of {args.steps} steps after 1 warm-up")
+    print(
+        f"{args.preset}, batch {args.batch}, {args.frames}-frame items, {args.threads} threads, "
+        f"{results['lora']['device']}, median of {args.steps} steps after 1 warm-up"
+    )
     print(f"{'variant':<32} {'step s':>8} {'peak MB':>9} {'trainable':>12}")
     names = {"lora": "LoRA r8 decoder, D frozen", "full": "full fine-tune, D trained"}
     for mode, r in results.items():
         print(f"{names[mode]:<32} {r['step_s']:8.3f} {r['peak_mb']:9.0f} {r['trainable']:12,}")
     lo, fu = results["lora"], results["full"]
-    print(f"ratio LoRA/full: step {lo['step_s'] / fu['step_s']:.2f}x (goal <= 0.40), "
-          f"peak memory {lo['peak_mb'] / fu['peak_mb']:.2f}x (goal <= 0.55)")
+    print(
+        f"ratio LoRA/full: step {lo['step_s'] / fu['step_s']:.2f}x (goal <= 0.40), "
+        f"peak memory {lo['peak_mb'] / fu['peak_mb']:.2f}x (goal <= 0.55)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,18 +31,49 @@ def main() -> None:
 
     run_dir = OUT / "run"
     py = sys.executable
-    subprocess.run([py, "train.py", f"data.input_dir={voice}", f"hydra.run.dir={run_dir}",
-                    "trainer.max_epochs=-1", "trainer.max_steps=150",
-                    "+trainer.val_check_interval=50", "trainer.check_val_every_n_epoch=null",
-                    "features.f0_method=pm", "logger=csv"], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            py,
+            "train.py",
+            f"data.input_dir={voice}",
+            f"hydra.run.dir={run_dir}",
+            "trainer.max_epochs=-1",
+            "trainer.max_steps=150",
+            "+trainer.val_check_interval=50",
+            "trainer.check_val_every_n_epoch=null",
+            "features.f0_method=pm",
+            "logger=csv",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     converted = OUT / "converted.wav"
-    subprocess.run([py, "infer.py", f"ckpt={run_dir / 'adapter.safetensors'}",
-                    f"source={source}", f"output={converted}", "pitch=7",
-                    f"hydra.run.dir={OUT / 'infer'}"], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            py,
+            "infer.py",
+            f"ckpt={run_dir / 'adapter.safetensors'}",
+            f"source={source}",
+            f"output={converted}",
+            "pitch=7",
+            f"hydra.run.dir={OUT / 'infer'}",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     exported = OUT / "voice.pth"
-    subprocess.run([py, "infer.py", "mode=export", f"ckpt={run_dir / 'adapter.safetensors'}",
-                    f"output={exported}", f"hydra.run.dir={OUT / 'export'}"], cwd=ROOT,
-                   check=True)
+    subprocess.run(
+        [
+            py,
+            "infer.py",
+            "mode=export",
+            f"ckpt={run_dir / 'adapter.safetensors'}",
+            f"output={exported}",
+            f"hydra.run.dir={OUT / 'export'}",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     print(f"\ndemo done in {time.perf_counter() - start:.0f} s")
     print(f"  adapter:   {run_dir / 'adapter.safetensors'}")
     print(f"  metrics:   {run_dir / 'metrics.json'}")

@@ -142,7 +142,9 @@ def test_folder_without_usable_audio_stops_with_clear_error(tmp_path, encoder_pa
 
 def test_missing_encoder_weights_name_the_file_and_the_fix(tmp_path) -> None:
     _voice_folder(tmp_path / "voice", bad=False)
-    with pytest.raises(Exception, match=r"weights not found: looked for .*hubert_base\.pt.*download"):
+    with pytest.raises(
+        Exception, match=r"weights not found: looked for .*hubert_base\.pt.*download"
+    ):
         _dm(tmp_path, tmp_path / "models" / "hubert_base.pt").prepare_data()
 
 

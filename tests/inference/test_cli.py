@@ -40,10 +40,15 @@ def voice(tmp_path_factory) -> Path:
     randomize_adapter(model, relative=0.2)
     save_adapter(model, run_dir / "adapter.safetensors")
     (run_dir / ".hydra").mkdir()
-    OmegaConf.save(OmegaConf.create({"model": {"preset": "tiny", "f0": True, "pretrained_g": None},
-                                     "features": {"encoder_path": str(encoder),
-                                                  "f0_method": "pm"}}),
-                   run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "model": {"preset": "tiny", "f0": True, "pretrained_g": None},
+                "features": {"encoder_path": str(encoder), "f0_method": "pm"},
+            }
+        ),
+        run_dir / ".hydra" / "config.yaml",
+    )
     return run_dir / "adapter.safetensors"
 
 
@@ -57,8 +62,11 @@ def source(tmp_path_factory) -> Path:
 def _cfg(**options):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="infer", return_hydra_config=True,
-                      overrides=[f"{k}={v}" for k, v in options.items()])
+        cfg = compose(
+            config_name="infer",
+            return_hydra_config=True,
+            overrides=[f"{k}={v}" for k, v in options.items()],
+        )
     HydraConfig().set_config(cfg)
     return cfg
 
@@ -115,8 +123,14 @@ def test_wrong_checkpoint_and_foreign_base_are_refused(voice, source, tmp_path) 
     other = tmp_path / "other.pth"
     atomic_torch_save({"model": build_synthesizer("tiny").state_dict()}, other)
     with pytest.raises(RvcLoraError, match="base"):
-        run(_cfg(ckpt=voice, source=source, output=tmp_path / "o.wav",
-                 **{"model.pretrained_g": other}))
+        run(
+            _cfg(
+                ckpt=voice,
+                source=source,
+                output=tmp_path / "o.wav",
+                **{"model.pretrained_g": other},
+            )
+        )
     assert not (tmp_path / "o.wav").exists()
 
 
@@ -132,8 +146,14 @@ def test_index_of_other_dimension_is_refused(voice, source, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_command_line_errors_have_no_traceback(voice, tmp_path) -> None:
-    cmd = [sys.executable, "infer.py", f"ckpt={voice}", f"source={tmp_path / 'nope.wav'}",
-           f"output={tmp_path / 'o.wav'}", f"hydra.run.dir={tmp_path / 'h'}"]
+    cmd = [
+        sys.executable,
+        "infer.py",
+        f"ckpt={voice}",
+        f"source={tmp_path / 'nope.wav'}",
+        f"output={tmp_path / 'o.wav'}",
+        f"hydra.run.dir={tmp_path / 'h'}",
+    ]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "no such file or folder" in res.stderr
@@ -146,8 +166,16 @@ def test_exported_pth_converts_like_the_adapter(voice, source, tmp_path) -> None
     via_export = tmp_path / "e.wav"
     run(_cfg(ckpt=voice, source=source, output=via_adapter, output_subtype="FLOAT"))
     encoder = OmegaConf.load(voice.parent / ".hydra" / "config.yaml").features.encoder_path
-    run(_cfg(ckpt=exported, source=source, output=via_export, output_subtype="FLOAT",
-             encoder_path=encoder, f0_method="pm"))
+    run(
+        _cfg(
+            ckpt=exported,
+            source=source,
+            output=via_export,
+            output_subtype="FLOAT",
+            encoder_path=encoder,
+            f0_method="pm",
+        )
+    )
     a, _ = sf.read(via_adapter)
     e, _ = sf.read(via_export)
     assert a.shape == e.shape

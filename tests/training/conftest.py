@@ -28,8 +28,9 @@ def make_voice_folder(root: Path, files: int = 3) -> Path:
     """A few seconds of synthetic voiced speech in several files (so a val split exists)."""
     root.mkdir(parents=True, exist_ok=True)
     for i in range(files):
-        sf.write(root / f"take{i}.wav", phrases(16000, n=2, seconds=1.4, seed=i, f0=140 + 20 * i),
-                 16000)
+        sf.write(
+            root / f"take{i}.wav", phrases(16000, n=2, seconds=1.4, seed=i, f0=140 + 20 * i), 16000
+        )
     return root
 
 
@@ -48,8 +49,11 @@ def compose_train(root: Path, out: Path, voice: Path, overrides: list[str] = ())
     """The real train.yaml with test overrides, hydra config set, paths pointing at tmp dirs."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            *FAST, f"data.input_dir={voice}", f"paths.root_dir={root}", *overrides])
+        cfg = compose(
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[*FAST, f"data.input_dir={voice}", f"paths.root_dir={root}", *overrides],
+        )
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)

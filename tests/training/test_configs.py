@@ -27,7 +27,12 @@ def test_model_configs_agree_with_presets(name: str) -> None:
     cfg = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
     preset = PRESETS[cfg["preset"]]
     assert (cfg["sample_rate"], cfg["hop_length"], cfg["n_fft"], cfg["n_mels"], cfg["version"]) == (
-        preset.sr, preset.hop_length, preset.n_fft, preset.n_mels, preset.version)
+        preset.sr,
+        preset.hop_length,
+        preset.n_fft,
+        preset.n_mels,
+        preset.version,
+    )
 
 
 @pytest.mark.parametrize("lora", _options("lora"))
@@ -65,8 +70,9 @@ def test_trainer_options_compose(tmp_path, shared_root, voice_dir, trainer: str)
         instantiate(cfg.trainer, logger=False)
 
 
-def test_module_data_callbacks_and_discriminators_instantiate(tmp_path, shared_root,
-                                                              voice_dir) -> None:
+def test_module_data_callbacks_and_discriminators_instantiate(
+    tmp_path, shared_root, voice_dir
+) -> None:
     for policy in _options("discriminator"):
         cfg = compose_train(shared_root, tmp_path, voice_dir, [f"discriminator={policy}"])
         module = instantiate(cfg.module)
@@ -78,18 +84,29 @@ def test_module_data_callbacks_and_discriminators_instantiate(tmp_path, shared_r
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", _options("experiment"))
-def test_every_experiment_runs_fast_dev_run(tmp_path, shared_root, voice_dir,
-                                            experiment: str) -> None:
-    cfg = compose_train(shared_root, tmp_path, voice_dir, [
-        f"experiment={experiment}", f"data.input_dir={voice_dir}", "trainer.fast_dev_run=true",
-        "data.batch_size=2", "logger=csv"])
+def test_every_experiment_runs_fast_dev_run(
+    tmp_path, shared_root, voice_dir, experiment: str
+) -> None:
+    cfg = compose_train(
+        shared_root,
+        tmp_path,
+        voice_dir,
+        [
+            f"experiment={experiment}",
+            f"data.input_dir={voice_dir}",
+            "trainer.fast_dev_run=true",
+            "data.batch_size=2",
+            "logger=csv",
+        ],
+    )
     train(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["global_step"] == 1
     artifact = Path(metrics["artifact"])
     assert artifact.is_file()
-    assert artifact.name == ("generator.pth" if experiment == "pretrain_tiny"
-                             else "adapter.safetensors")
+    assert artifact.name == (
+        "generator.pth" if experiment == "pretrain_tiny" else "adapter.safetensors"
+    )
     if experiment != "pretrain_tiny":  # random-init base: kept so the adapter can be used
         from rvc_lora.lora import LoraConfig, inject_lora, load_adapter
         from rvc_lora.models import load_rvc_checkpoint

@@ -18,11 +18,23 @@ def _val_curve(metrics_csv) -> list[tuple[int, float]]:
 
 @pytest.mark.slow
 def test_tiny_training_lowers_validation_mel_loss(tmp_path, shared_root, voice_dir) -> None:
-    cfg = compose_train(shared_root, tmp_path, voice_dir, [
-        "lora=full", "discriminator=trained", "trainer.max_epochs=-1", "trainer.max_steps=300",
-        "+trainer.val_check_interval=50", "trainer.check_val_every_n_epoch=null",
-        "train.lr=2e-4", "data.max_frames=100", "data.batch_size=4",
-        "callbacks.adapter_export=null"])
+    cfg = compose_train(
+        shared_root,
+        tmp_path,
+        voice_dir,
+        [
+            "lora=full",
+            "discriminator=trained",
+            "trainer.max_epochs=-1",
+            "trainer.max_steps=300",
+            "+trainer.val_check_interval=50",
+            "trainer.check_val_every_n_epoch=null",
+            "train.lr=2e-4",
+            "data.max_frames=100",
+            "data.batch_size=4",
+            "callbacks.adapter_export=null",
+        ],
+    )
     train(cfg)
     curve = _val_curve(tmp_path / "csv" / "metrics.csv")
     assert len(curve) >= 5, curve

@@ -25,9 +25,19 @@ REPO = Path(CONFIG_DIR).parent
 )
 def test_multirun_jobs_hold_artefacts(tmp_path, shared_root, voice_dir, sweep, artefacts) -> None:
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "train.py", "-m", sweep, f"data.input_dir={voice_dir}",
-           f"paths.root_dir={shared_root}", f"hydra.sweep.dir={sweep_dir}",
-           "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1", *FAST]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        sweep,
+        f"data.input_dir={voice_dir}",
+        f"paths.root_dir={shared_root}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "trainer.max_steps=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=1",
+        *FAST,
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))

@@ -170,6 +170,7 @@ class VoiceDataModule(L.LightningDataModule):
         prepare_workers: int = 0,
         speaker_id: int = 0,
         device: str = "cpu",
+        backend: str = "native",
         progress: bool = True,
         slicer: SlicerConfig | None = None,
     ) -> None:
@@ -182,6 +183,7 @@ class VoiceDataModule(L.LightningDataModule):
             f0_method=f0_method,
             rmvpe_path=str(rmvpe_path),
             device=device,
+            backend=backend,
         )
         self.spec = SpectrogramSettings(hop_length=hop_length, n_fft=n_fft)
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed

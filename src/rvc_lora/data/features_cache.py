@@ -36,6 +36,7 @@ class FeatureSettings:
     f0_method: str = "rmvpe"
     rmvpe_path: str = "models/rmvpe.pt"
     device: str = "cpu"
+    backend: str = "native"  # content encoder implementation: native | fairseq
 
 
 @dataclass
@@ -171,6 +172,7 @@ class FeatureCacheBuilder:
             "f0_method": f.f0_method,
             "sr": self.prep.sr,
             "encoder": weights_identity(f.encoder_path, "content encoder"),
+            "backend": f.backend,
         }
         if f.f0_method == "rmvpe":
             ident["rmvpe"] = weights_identity(f.rmvpe_path, "RMVPE")
@@ -240,9 +242,9 @@ class FeatureCacheBuilder:
         if self._encoder is None:
             from rvc_lora.features.hubert import load_content_encoder
 
-            self._encoder = load_content_encoder(self.features.encoder_path).to(
-                self.features.device
-            )
+            self._encoder = load_content_encoder(
+                self.features.encoder_path, backend=self.features.backend
+            ).to(self.features.device)
         wav = torch.from_numpy(wav16k).float().unsqueeze(0).to(self.features.device)
         return self._encoder.extract(wav, self.features.version)[0].float().cpu().numpy()
 

@@ -26,10 +26,12 @@ from rvc_lora.features.fairseq_layout import (
 from rvc_lora.features.fairseq_pickle import load_fairseq_checkpoint, to_plain
 from rvc_lora.features.weights import require_weights, weights_identity
 from rvc_lora.utils.atomic import atomic_path, atomic_write_text
-from rvc_lora.utils.errors import CheckpointError
+from rvc_lora.utils.errors import CheckpointError, RvcLoraError
 
 if TYPE_CHECKING:
     from transformers import HubertConfig
+
+    from rvc_lora.features.fairseq_backend import FairseqContentEncoder
 
 # RVC's 1-based fairseq ``output_layer`` per model version (§6.3).
 OUTPUT_LAYER = {"v1": 9, "v2": 12}
@@ -321,9 +323,22 @@ class ContentEncoder(nn.Module):
         return self._weights_hash
 
 
-def load_content_encoder(path: str | os.PathLike[str]) -> ContentEncoder:
-    """An HF-format folder (or its weight file) -> :meth:`ContentEncoder.from_hf_dir`; any other
-    file -> :meth:`ContentEncoder.from_fairseq`."""
+def load_content_encoder(
+    path: str | os.PathLike[str], backend: str = "native"
+) -> ContentEncoder | FairseqContentEncoder:
+    """Load the content encoder named by ``features.encoder_path`` / ``features.backend``.
+
+    ``backend="native"``: an HF-format folder (or its weight file) ->
+    :meth:`ContentEncoder.from_hf_dir`; any other file -> :meth:`ContentEncoder.from_fairseq`.
+    ``backend="fairseq"``: fairseq's own model, same ``extract(wav, version)`` interface
+    (:func:`rvc_lora.features.fairseq_backend.load_fairseq_encoder`; needs the ``fairseq`` extra).
+    """
+    if backend == "fairseq":
+        from rvc_lora.features.fairseq_backend import load_fairseq_encoder
+
+        return load_fairseq_encoder(path)
+    if backend != "native":
+        raise RvcLoraError(f"features.backend must be 'native' or 'fairseq', got {backend!r}")
     p = require_weights(path, "content encoder")
     if p.is_file() and p.name in _HF_WEIGHT_FILES and (p.parent / "config.json").is_file():
         p = p.parent  # the weight file of an HF folder was named instead of the folder

@@ -66,8 +66,9 @@ def run(cfg: DictConfig) -> list[Path]:
 
     ckpt = Path(cfg.ckpt)
     if not ckpt.exists():
-        raise InferenceError(f"{ckpt}: no such checkpoint; pass ckpt=<adapter .safetensors, "
-                             f"run .ckpt or RVC .pth>")
+        raise InferenceError(
+            f"{ckpt}: no such checkpoint; pass ckpt=<adapter .safetensors, run .ckpt or RVC .pth>"
+        )
     model, meta = load_voice_model(ckpt, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(ckpt)
     index_path = Path(cfg.index) if cfg.get("index") else find_index(ckpt)
@@ -98,8 +99,9 @@ def export_voice(model, output: Path, index_path: Path | None) -> Path:
     return path
 
 
-def convert_sources(cfg: DictConfig, model, meta: dict, trained: DictConfig | None,
-                    index_path: Path | None) -> list[Path]:
+def convert_sources(
+    cfg: DictConfig, model, meta: dict, trained: DictConfig | None, index_path: Path | None
+) -> list[Path]:
     from rvc_lora.features.hubert import load_content_encoder
     from rvc_lora.inference.index import FeatureIndex
     from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
@@ -116,14 +118,21 @@ def convert_sources(cfg: DictConfig, model, meta: dict, trained: DictConfig | No
         raise InferenceError(f"{source}: no such file or folder")
 
     f0_method = _setting(cfg, trained, "f0_method", cfg.features.f0_method)
-    options = ConvertOptions(pitch=float(cfg.pitch), f0_method=f0_method,
-                             index_rate=float(cfg.index_rate), protect=float(cfg.protect),
-                             rms_mix_rate=float(cfg.rms_mix_rate),
-                             filter_radius=int(cfg.filter_radius),
-                             resample_sr=int(cfg.resample_sr), speaker_id=int(cfg.speaker_id),
-                             seed=cfg.get("seed"))
-    encoder = load_content_encoder(_setting(cfg, trained, "encoder_path",
-                                            cfg.features.encoder_path))
+    options = ConvertOptions(
+        pitch=float(cfg.pitch),
+        f0_method=f0_method,
+        index_rate=float(cfg.index_rate),
+        protect=float(cfg.protect),
+        rms_mix_rate=float(cfg.rms_mix_rate),
+        filter_radius=int(cfg.filter_radius),
+        resample_sr=int(cfg.resample_sr),
+        speaker_id=int(cfg.speaker_id),
+        seed=cfg.get("seed"),
+    )
+    encoder = load_content_encoder(
+        _setting(cfg, trained, "encoder_path", cfg.features.encoder_path),
+        backend=cfg.features.get("backend", "native"),
+    )
     rmvpe = None
     if model.f0 and f0_method == "rmvpe":
         from rvc_lora.features.rmvpe import load_rmvpe
@@ -149,8 +158,10 @@ def convert_sources(cfg: DictConfig, model, meta: dict, trained: DictConfig | No
             continue
         write_audio(dst, converted, sr, str(cfg.output_subtype))
         written.append(dst)
-    print(f"converted {len(written)} file(s) into {output}"
-          + (f"; {len(failed)} skipped" if failed else ""))
+    print(
+        f"converted {len(written)} file(s) into {output}"
+        + (f"; {len(failed)} skipped" if failed else "")
+    )
     for reason in failed:
         print(f"  skipped: {reason}")
     return written

@@ -44,8 +44,10 @@ def build_generator(
             of another preset / F0 kind than requested.
     """
     if pretrained is None:
-        log.warning("no pretrained_g: training from random init (set model.pretrained_g to an "
-                    "RVC base such as f0G40k.pth)")
+        log.warning(
+            "no pretrained_g: training from random init (set model.pretrained_g to an "
+            "RVC base such as f0G40k.pth)"
+        )
         return build_synthesizer(preset, f0)
     loaded = load_rvc_checkpoint(pretrained, keep_posterior=True)
     if loaded.model.enc_q is None:

@@ -39,10 +39,16 @@ def instantiate_group(node: DictConfig | None) -> list[Any]:
 def git_commit(root: str | Path) -> str | None:
     """HEAD commit of the code that ran (``+dirty`` when it had uncommitted changes)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("+dirty" if dirty else "")
@@ -57,8 +63,11 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)}
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)
+    }
 
 
 def build_run_index(datamodule: Any, out: Path, name: str, version: str) -> Path | None:
@@ -103,8 +112,12 @@ def train(cfg: DictConfig) -> float | None:
     write_json(out / "run_info.json", info)
     log.info("parameters: %s (%d LoRA targets)", counts, len(module.lora_targets))
     for logger in loggers:
-        logger.log_hyperparams({**{f"params/{k}": v for k, v in counts.items()},
-                                "lora/n_targets": len(module.lora_targets)})
+        logger.log_hyperparams(
+            {
+                **{f"params/{k}": v for k, v in counts.items()},
+                "lora/n_targets": len(module.lora_targets),
+            }
+        )
 
     if module.lora is not None and cfg.model.get("pretrained_g") is None:
         # No base file exists to apply the adapter to later: keep this run's random-init base.
@@ -114,11 +127,13 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     wall = time.perf_counter() - start
 
-    artifact = module.save_adapter(out / ("adapter.safetensors" if module.lora is not None
-                                          else "generator.pth"))
+    artifact = module.save_adapter(
+        out / ("adapter.safetensors" if module.lora is not None else "generator.pth")
+    )
     index = build_run_index(datamodule, out, cfg.task_name, module.generator.config.version)
-    checkpoint = next((c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)),
-                      None)
+    checkpoint = next(
+        (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None
+    )
     metrics = {
         **_scalars(trainer.callback_metrics),
         "global_step": trainer.global_step,
@@ -130,8 +145,9 @@ def train(cfg: DictConfig) -> float | None:
         "artifact_kb": Path(artifact).stat().st_size / 1024,
         "index": str(index) if index else None,
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
-        "best_score": float(checkpoint.best_model_score) if checkpoint and
-        checkpoint.best_model_score is not None else None,
+        "best_score": float(checkpoint.best_model_score)
+        if checkpoint and checkpoint.best_model_score is not None
+        else None,
         **{f"params_{k}": v for k, v in counts.items()},
     }
     write_json(out / "metrics.json", metrics)
