@@ -39,10 +39,11 @@ def test_model_configs_agree_with_presets(name: str) -> None:
 def test_lora_options_instantiate(tmp_path, shared_root, voice_dir, lora: str) -> None:
     cfg = compose_train(shared_root, tmp_path, voice_dir, [f"lora={lora}"])
     made = instantiate(cfg.lora)
-    if lora == "full":
-        assert made is None
+    if lora == "full":  # the RVC-style baseline trains D too
+        assert made is None and cfg.discriminator.policy == "trained"
     else:
         assert isinstance(made, LoraConfig) and made.rank == 8
+        assert cfg.discriminator.policy == "frozen"
         assert made.preset == ("decoder" if lora == "default" else lora)
 
 
