@@ -171,3 +171,14 @@ def test_prepare_command_line(tmp_path) -> None:
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "no usable audio in 0 files" in bad.stderr
+
+
+def test_damaged_slice_is_rebuilt_in_the_same_run(tmp_path, encoder_path) -> None:
+    _voice_folder(tmp_path / "voice", bad=False)
+    first = _dm(tmp_path, encoder_path)
+    first.prepare_data()
+    first.report.items[0].slice_path.write_bytes(b"junk")
+    again = _dm(tmp_path, encoder_path, f0_method="harvest")  # features must be re-extracted
+    again.prepare_data()
+    assert again.report.skipped == [] and again.report.files_sliced == 1
+    assert len(again.report.items) == len(first.report.items)

@@ -99,7 +99,7 @@ class _FileJobs(Dataset):
         except AudioError as exc:
             return {"source": rel, "error": str(exc)}
 
-    def _run(self, path: Path, rel: str) -> dict[str, Any]:
+    def _run(self, path: Path, rel: str, retry: bool = True) -> dict[str, Any]:
         from rvc_lora.features.f0 import compute_f0
 
         file_key = f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
@@ -127,19 +127,16 @@ class _FileJobs(Dataset):
             else:
                 arrays = read_entry(slice_path)
                 if arrays is None:  # damaged since the manifest was written: slice again
-                    raise _Reslice(slice_dir)
+                    if not retry:
+                        raise AudioError(f"{slice_path}: cached slice unreadable after rebuild")
+                    (slice_dir / "manifest.json").unlink(missing_ok=True)
+                    return self._run(path, rel, retry=False)
                 wav16k = arrays["wav16k"]
                 record["wav16k"] = wav16k
                 if self.f0_method != "rmvpe":  # RMVPE is a network: main process, maybe GPU
                     record["f0"] = compute_f0(wav16k, self.f0_method)
             chunks.append(record)
         return {"source": rel, "chunks": chunks, "sliced": sliced}
-
-
-class _Reslice(AudioError):
-    def __init__(self, slice_dir: Path) -> None:
-        super().__init__(f"{slice_dir}: cached slice damaged; run again to rebuild it")
-        (slice_dir / "manifest.json").unlink(missing_ok=True)
 
 
 def _first(batch: list[Any]) -> Any:
