@@ -1,10 +1,12 @@
-"""Console entry points (``rvc-lora-train``, ``rvc-lora-infer``, ``rvc-lora-prepare``).
+"""Console entry points: ``rvc-lora <command>`` and ``rvc-lora-train``/``-infer``/``-prepare``.
 
 The same Hydra apps as ``train.py`` / ``infer.py`` at the repository root, usable from any
 directory once the package is installed (editable, so ``configs/`` is found).
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -26,3 +28,48 @@ def infer(cfg: DictConfig) -> None:
     from rvc_lora.inference.run import run
 
     run(cfg)
+
+
+_HYDRA_COMMANDS = {
+    "train": "train a LoRA adapter (Hydra overrides follow, e.g. data.input_dir=DIR)",
+    "infer": "convert audio or export to RVC's format (Hydra overrides follow)",
+    "prepare": "preprocess a folder and fill the feature cache (Hydra overrides follow)",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``rvc-lora download|train|infer|prepare ...``.
+
+    ``train``/``infer``/``prepare`` hand the rest of the command line to the Hydra app as
+    overrides (``rvc-lora train --help`` is Hydra's help); ``download`` is
+    :mod:`rvc_lora.download`.
+    """
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _HYDRA_COMMANDS:
+        # Hydra parses sys.argv itself: drop the subcommand, keep the overrides.
+        sys.argv = [sys.argv[0], *argv[1:]]
+        if argv[0] == "prepare":
+            from rvc_lora.data.prepare import main as prepare_main
+
+            prepare_main()
+        else:
+            (train if argv[0] == "train" else infer)()
+        return
+
+    from rvc_lora import download
+
+    parser = argparse.ArgumentParser(prog="rvc-lora", description="LoRA fine-tuning for RVC.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    download.add_arguments(
+        commands.add_parser(
+            "download",
+            help="fetch RVC's weights (HuBERT, RMVPE, pretrained G/D) into models/",
+            description=download.DESCRIPTION,
+        )
+    )
+    for name, text in _HYDRA_COMMANDS.items():
+        commands.add_parser(name, help=text, add_help=False)
+    args = parser.parse_args(argv)
+    sys.exit(download.run(args))
