@@ -9,7 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq
+.PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq \
+	reproduce-paper-table
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,6 +35,13 @@ demo: install ## train a tiny adapter, convert a file and export it (CPU, a few 
 
 bench: install ## print benchmark figures (CPU)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# The paper table: LoRA ranks 4/8/16/32 x presets decoder/all + full fine-tuning, evaluated and
+# reported into outputs/paper_table/. SEEDS=0,1 for two seeds; PROFILE=full for v2_40k on a GPU.
+SEEDS ?= 0
+PROFILE ?= tiny
+reproduce-paper-table: install ## sweep, evaluate and report the paper table (SEEDS=0,1 PROFILE=full)
+	$(PY) scripts/reproduce_paper_table.py --seeds "$(SEEDS)" --profile "$(PROFILE)"
 
 readme-tables: install ## regenerate the generated tables in README.md
 	$(PY) scripts/lora_size_table.py --readme README.md

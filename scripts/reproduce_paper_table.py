@@ -1,0 +1,132 @@
+"""Reproduce the paper table: sweep (Hydra multiruns), evaluate each job, build the report.
+
+    python scripts/reproduce_paper_table.py [--seeds 0,1] [--profile tiny|full] [--dry-run]
+    make reproduce-paper-table [SEEDS=0,1] [PROFILE=full]
+
+1. ``train.py -m experiment=paper_table`` over ``lora=decoder,all`` x ``lora.rank=4,8,16,32``,
+   and ``lora=full``, for every seed, into ``<out>/runs/{lora,full}/<preset>_r<rank>_seed<s>``
+   (names fixed by the config, so a rerun replaces its own jobs and keeps jobs of other seeds).
+2. ``python eval.py run_dir=<job>`` for every job dir, when ``eval.py`` exists at the repo root
+   (otherwise skipped with a note: the table then shows – for MCD, F0, SECS, PESQ).
+3. ``python -m rvc_lora.report <out>/runs --out <out>``.
+
+Profiles: ``tiny`` (default) is the tiny model on the demo corpus on CPU, minutes per job;
+``full`` is ``model=v2_40k`` with RVC's real weights (``features=default``, pretrained G/D
+from ``models/``) and ``trainer=gpu``. ``SEEDS`` / ``PROFILE`` environment variables give the
+defaults of ``--seeds`` / ``--profile``. Every command is printed before it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RANKS = "4,8,16,32"
+PRESETS = "decoder,all"
+PROFILES: dict[str, list[str]] = {
+    "tiny": [],
+    "full": [
+        "model=v2_40k",
+        "features=default",
+        "model.pretrained_g=models/f0G40k.pth",
+        "model.pretrained_d=models/f0D40k.pth",
+        "trainer=gpu",
+    ],
+}
+# Files a profile needs before anything runs.
+NEEDS: dict[str, list[str]] = {
+    "full": ["models/f0G40k.pth", "models/f0D40k.pth", "models/hubert_base.pt", "models/rmvpe.pt"]
+}
+
+
+def sweep_commands(seeds: str, profile: str, runs: Path, python: str) -> list[list[str]]:
+    """The two Hydra multiruns: LoRA presets x ranks, and the full fine-tuning baseline."""
+    common = [python, "train.py", "-m", "experiment=paper_table", *PROFILES[profile]]
+    return [
+        [
+            *common,
+            f"lora={PRESETS}",
+            f"lora.rank={RANKS}",
+            f"seed={seeds}",
+            f"hydra.sweep.dir={runs / 'lora'}",
+            "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}",
+        ],
+        [
+            *common,
+            "lora=full",
+            f"seed={seeds}",
+            f"hydra.sweep.dir={runs / 'full'}",
+            "hydra.sweep.subdir=full_seed${seed}",
+        ],
+    ]
+
+
+def eval_commands(jobs: list[Path], python: str) -> list[list[str]]:
+    """``eval.py run_dir=<job>`` per job, or nothing when there is no ``eval.py``."""
+    if not (ROOT / "eval.py").is_file():
+        return []
+    return [[python, "eval.py", f"run_dir={job}"] for job in jobs]
+
+
+def report_command(runs: Path, out: Path, python: str) -> list[str]:
+    return [python, "-m", "rvc_lora.report", str(runs), "--out", str(out)]
+
+
+def _run(cmd: list[str], dry_run: bool) -> None:
+    print("+ " + shlex.join(cmd), flush=True)
+    if not dry_run:
+        subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def _check_seeds(seeds: str) -> str:
+    parts = [s.strip() for s in seeds.split(",")]
+    if not parts or not all(p.lstrip("-").isdigit() for p in parts):
+        raise SystemExit(f"seeds: expected comma-separated integers like 0,1, got {seeds!r}")
+    return ",".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default=os.environ.get("SEEDS") or "0", help="e.g. 0 or 0,1")
+    ap.add_argument(
+        "--profile", default=os.environ.get("PROFILE") or "tiny", choices=sorted(PROFILES)
+    )
+    ap.add_argument("--out", type=Path, default=Path("outputs/paper_table"))
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = ap.parse_args(argv)
+    seeds = _check_seeds(args.seeds)
+    out = args.out if args.out.is_absolute() else ROOT / args.out
+    runs, py = out / "runs", sys.executable
+
+    missing = [p for p in NEEDS.get(args.profile, []) if not (ROOT / p).is_file()]
+    if missing and not args.dry_run:
+        raise SystemExit(
+            f"profile {args.profile}: missing {', '.join(missing)}; put RVC's weights there "
+            "(README: 'Real weights')"
+        )
+    print(f"paper table: profile={args.profile} seeds={seeds} out={out}", flush=True)
+    for cmd in sweep_commands(seeds, args.profile, runs, py):
+        _run(cmd, args.dry_run)
+
+    if (ROOT / "eval.py").is_file():
+        if args.dry_run:
+            print(f"+ {shlex.quote(py)} eval.py run_dir=<job>  # for every job dir under {runs}")
+        else:
+            from rvc_lora.report import find_job_dirs
+
+            for cmd in eval_commands(find_job_dirs([runs]), py):
+                _run(cmd, dry_run=False)
+    else:
+        print("note: no eval.py at the repo root; skipping evaluation (MCD, F0, SECS, PESQ: –)")
+
+    _run(report_command(runs, out, py), args.dry_run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

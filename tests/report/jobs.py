@@ -1,0 +1,129 @@
+"""Fake training job dirs in the real layout (what rvc_lora.training.run writes), from dicts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GENERATOR = 710_114  # elements of the bare tiny generator
+EVAL = {
+    "mcd_db": 6.10,
+    "f0_rmse_cents": 40.0,
+    "f0_corr": 0.90,
+    "vuv_error": 0.10,
+    "pesq": 1.80,
+    "secs_target": 0.800,
+    "secs_source": 0.300,
+    "log_mel_l1": 0.70,
+}
+
+
+def write_job(
+    root: Path,
+    name: str,
+    *,
+    mode: str = "lora",
+    preset: str = "decoder",
+    rank: int = 8,
+    seed: int = 0,
+    trainable_g: int = 72_192,
+    artifact_kb: float = 153.7,
+    step_time_s: float = 0.17,
+    peak_memory_mb: float = 820.0,
+    curve: tuple[float, ...] = (3.11, 2.90, 2.75, 2.60, 2.50, 2.45),
+    eval_metrics: dict[str, float] | None = None,
+    val_every: int = 50,
+) -> Path:
+    """One job dir: run_info.json, metrics.json, .hydra/*.yaml, csv/metrics.csv, eval.json.
+
+    ``curve`` is val/loss_mel after every ``val_every`` steps; ``eval_metrics=None`` writes no
+    eval.json.
+    """
+    run = root / name
+    (run / ".hydra").mkdir(parents=True)
+    full = mode == "full"
+    lora: dict[str, Any] = {"_target_": "rvc_lora.training.build.make_lora_config", "mode": mode}
+    if not full:
+        lora.update(preset=preset, rank=rank, alpha=16, use_dora=False, use_rslora=False)
+    total_g = GENERATOR if full else GENERATOR + trainable_g - 512  # adapters, emb_g row shared
+    counts = {
+        "total_g": total_g,
+        "trainable_g": trainable_g,
+        "total_d": 231_906,
+        "trainable_d": 231_906 if full else 0,
+    }
+    counts["trainable"] = counts["trainable_g"] + counts["trainable_d"]
+    info = {"mode": mode, "lora": lora, "lora_targets": [], "parameters": counts}
+    info["model"] = {"preset": "tiny", "f0": True, "pretrained_g": None}
+    steps = val_every * len(curve)
+    best = min(range(len(curve)), key=lambda i: curve[i])
+    artifact = "generator.pth" if full else "adapter.safetensors"
+    metrics = {
+        "val/loss_mel": curve[-1],
+        "global_step": steps,
+        "epochs": 10,
+        "wall_time_s": steps * step_time_s * 1.3,
+        "step_time_s": step_time_s,
+        "peak_memory_mb": peak_memory_mb,
+        "artifact": str(run / artifact),
+        "artifact_kb": artifact_kb,
+        "best_checkpoint": str(
+            run / f"checkpoints/best-epoch003-step{(best + 1) * val_every}.ckpt"
+        ),
+        "best_score": curve[best],
+        **{f"params_{k}": v for k, v in counts.items()},
+    }
+    (run / "run_info.json").write_text(json.dumps(info, indent=1))
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "lora": lora}))
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
+    (run / artifact).write_bytes(b"\0" * 16)
+    if eval_metrics is not None:
+        (run / "eval.json").write_text(json.dumps(eval_metrics))
+    (run / "csv").mkdir()
+    with open(run / "csv" / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "step", "train/loss_mel", "val/loss_mel"])
+        for i, val in enumerate(curve):
+            step = (i + 1) * val_every - 1  # Lightning's 0-based step
+            w.writerow([i, step, 3.0, ""])
+            w.writerow([i, step, "", val])
+    return run
+
+
+def paper_jobs(root: Path) -> list[Path]:
+    """The golden fixture: full, lora r8 decoder, lora r16 all (one seed each)."""
+    return [
+        write_job(
+            root,
+            "full",
+            mode="full",
+            trainable_g=GENERATOR,
+            artifact_kb=2902.7,
+            step_time_s=0.30,
+            peak_memory_mb=1210.0,
+            curve=(3.10, 2.70, 2.40, 2.30, 2.32, 2.35),
+            eval_metrics=EVAL,
+        ),
+        write_job(
+            root,
+            "lora_r8_decoder",
+            eval_metrics={**EVAL, "mcd_db": 6.30, "secs_target": 0.780, "pesq": 1.70},
+        ),
+        write_job(
+            root,
+            "lora_r16_all",
+            preset="all",
+            rank=16,
+            trainable_g=201_216,
+            artifact_kb=410.2,
+            step_time_s=0.21,
+            peak_memory_mb=905.0,
+            curve=(3.05, 2.80, 2.60, 2.48, 2.40, 2.41),
+            eval_metrics={**EVAL, "mcd_db": 6.20, "secs_target": 0.790, "pesq": float("nan")},
+        ),
+    ]

@@ -1,0 +1,104 @@
+"""Claims of the earlier RVC-LoRA attempt: verdicts follow the numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rvc_lora.report.claims import (
+    HELD,
+    MISSING,
+    NOT_COMPARABLE,
+    NOT_HELD,
+    check_claims,
+    claims_markdown,
+    mel_claim,
+    quality_claim,
+    reference_lora,
+    storage_claim,
+    time_claim,
+)
+
+
+def rec(mode: str = "lora", preset: str | None = "decoder", rank: int | None = 8, **kw: Any):
+    variant = "full" if mode == "full" else f"lora r{rank} {preset}"
+    base = {"kind": "mean", "variant": variant, "model": "tiny", "mode": mode, "preset": preset}
+    return {**base, "rank": rank, **kw}
+
+
+FULL = rec("full", None, None, storage_10_mb=30.0, step_time_s=0.30, wall_to_best_s=60.0)
+FULL.update(mcd_db=6.0, secs_target=0.80, val_mel=2.3)
+LORA = rec(storage_10_mb=3.0, step_time_s=0.165, wall_to_best_s=40.0, mcd_db=6.2)
+LORA.update(secs_target=0.79, val_mel=2.4, val_mel_first=3.0, best_step=300.0)
+
+
+def test_storage_claim_switches_at_89_percent() -> None:
+    c = storage_claim(FULL, LORA)
+    assert c.verdict == HELD and c.sentence.startswith("Held: ")
+    assert "90.0% less" in c.sentence
+    c = storage_claim(FULL, {**LORA, "storage_10_mb": 4.5})
+    assert c.verdict == NOT_HELD and c.sentence.startswith("Did not hold: ")
+    assert "only 85.0% less" in c.sentence
+    assert storage_claim(FULL, {**LORA, "storage_10_mb": None}).verdict == MISSING
+    assert storage_claim(None, LORA).sentence == (
+        "Not measurable: needs a full and a LoRA run, got LoRA only."
+    )
+
+
+def test_time_claim_switches_at_60_percent() -> None:
+    c = time_claim(FULL, LORA)
+    assert c.verdict == HELD
+    assert "55% of a full fine-tuning step" in c.sentence
+    assert "within the claimed 50-60%" in c.sentence
+    assert "67% of full's (40.0 s vs 60.0 s)" in c.sentence
+    c = time_claim(FULL, {**LORA, "step_time_s": 0.24})
+    assert c.verdict == NOT_HELD and "80%" in c.sentence and "above the claimed" in c.sentence
+    c = time_claim(FULL, {**LORA, "step_time_s": 0.09, "wall_to_best_s": None})
+    assert c.verdict == HELD and "below the claimed 50-60%" in c.sentence
+    assert "wall time to the best validation was not measured" in c.sentence
+    assert time_claim(FULL, {**LORA, "step_time_s": None}).verdict == MISSING
+
+
+def test_quality_claim_uses_mcd_and_secs_then_val_mel() -> None:
+    c = quality_claim(FULL, LORA)
+    assert c.verdict == HELD
+    assert c.measured == "MCD 97%, SECS 99%"
+    c = quality_claim(FULL, {**LORA, "mcd_db": 7.0})  # 6.0 / 7.0 = 86%
+    assert c.verdict == NOT_HELD and "86% of full fine-tuning quality by MCD" in c.sentence
+    c = quality_claim(FULL, {**LORA, "secs_target": 0.70})  # SECS 88% drags it below
+    assert c.verdict == NOT_HELD
+    c = quality_claim({**FULL, "mcd_db": None, "secs_target": None}, LORA)
+    assert c.verdict == HELD and c.measured == "val mel 96%"  # 2.3 / 2.4
+    c = quality_claim({**FULL, "mcd_db": None, "secs_target": None}, {**LORA, "val_mel": 2.5})
+    assert c.verdict == NOT_HELD and c.measured == "val mel 92%"
+    c = quality_claim({**FULL, "mcd_db": None, "val_mel": None}, LORA)
+    assert c.verdict == HELD and c.measured == "SECS 99%"
+    nothing = {**FULL, "mcd_db": None, "val_mel": None, "secs_target": None}
+    assert quality_claim(nothing, LORA).verdict == MISSING
+
+
+def test_mel_claim_is_never_compared() -> None:
+    c = mel_claim([FULL, LORA])
+    assert c.verdict == NOT_COMPARABLE
+    assert "3.0000 → 2.4000 (-20.0%) by step 300" in c.sentence
+    assert "0.5039 → 0.4236 (-15.9%)" in c.sentence
+    assert mel_claim([FULL, {**LORA, "rank": 16}]).verdict == MISSING
+
+
+def test_reference_is_rank8_decoder_else_best_by_mcd() -> None:
+    r16 = rec(preset="all", rank=16, mcd_db=6.1)
+    r4 = rec(rank=4, mcd_db=6.5)
+    assert reference_lora([FULL, r4, LORA, r16], FULL)[0] is LORA
+    ref, why = reference_lora([FULL, r4, r16], FULL)
+    assert ref is r16 and "best by MCD" in why
+    assert reference_lora([FULL], FULL) == (None, "")
+
+
+def test_claims_section_lists_every_claim() -> None:
+    claims, ref, _ = check_claims([FULL, LORA, {**LORA, "kind": "run"}])
+    assert ref is LORA and [c.key for c in claims] == ["a", "b", "c", "d"]
+    lines = claims_markdown([FULL, LORA])
+    assert lines[0] == "## Claims of the earlier RVC-LoRA attempt"
+    assert (
+        "| (a) 89% less storage for 10 voices | 90.0% less (3.00 MB vs 30.00 MB) | held |" in lines
+    )
+    assert sum(line.startswith("- (") for line in lines) == 4

@@ -1,0 +1,167 @@
+"""Paper table: collect fake job dirs -> table.csv / table.md (golden), aggregation, plots, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from rvc_lora.report import ReportError, build_table, collect, read_csv, write_report
+from rvc_lora.report.__main__ import main
+from rvc_lora.report.table import MISSING, means
+from tests.conftest import UPDATE_GOLDEN
+from tests.report.jobs import EVAL, GENERATOR, paper_jobs, write_job
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    paper_jobs(tmp_path / "jobs")
+    out = tmp_path / "out"
+    write_report(collect([tmp_path / "jobs"]), out)
+    return out
+
+
+@pytest.mark.parametrize("name", ["table.md", "table.csv"])
+def test_report_matches_golden(report: Path, name: str) -> None:
+    golden = GOLDEN / f"report_{name}"
+    text = (report / name).read_text(encoding="utf-8")
+    if UPDATE_GOLDEN:
+        golden.write_text(text, encoding="utf-8")
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def test_rows_are_sorted_full_first_then_preset_then_rank(tmp_path: Path) -> None:
+    for name, preset, rank in [("c", "all", 4), ("a", "decoder", 16), ("b", "decoder", 4)]:
+        write_job(tmp_path, name, preset=preset, rank=rank)
+    write_job(tmp_path, "z", mode="full", trainable_g=GENERATOR, artifact_kb=2902.7)
+    variants = [r["variant"] for r in means(build_table(collect([tmp_path])))]
+    assert variants == ["full", "lora r4 decoder", "lora r16 decoder", "lora r4 all"]
+
+
+def test_two_seeds_aggregate_to_mean_and_sample_std(tmp_path: Path) -> None:
+    write_job(tmp_path, "s0", seed=0, step_time_s=0.10, eval_metrics={**EVAL, "mcd_db": 6.0})
+    write_job(tmp_path, "s1", seed=1, step_time_s=0.14, eval_metrics={**EVAL, "mcd_db": 7.0})
+    records = build_table(collect([tmp_path]))
+    assert [r["kind"] for r in records] == ["mean", "run", "run"]
+    mean = records[0]
+    assert mean["seed"] == "0 1" and mean["n_seeds"] == 2
+    assert mean["step_time_s"] == pytest.approx(0.12)
+    assert mean["step_time_s_std"] == pytest.approx(statistics.stdev([0.10, 0.14]))
+    assert mean["mcd_db"] == pytest.approx(6.5)
+    assert mean["mcd_db_std"] == pytest.approx(math.sqrt(0.5))
+    assert mean["trainable_params"] == 72_192
+    out = tmp_path / "out"
+    write_report(collect([tmp_path]), out)
+    md = (out / "table.md").read_text(encoding="utf-8")
+    row = next(line for line in md.splitlines() if line.startswith("| lora r8 decoder"))
+    assert "| 0 1 |" in row
+    assert "| 0.120 ± 0.028 |" in row  # step time
+    assert "| 6.50 ± 0.71 |" in row  # MCD
+    csv_rows = read_csv(out / "table.csv")
+    assert [r["seed"] for r in csv_rows] == ["0 1", "0", "1"]
+    assert csv_rows[1]["mcd_db"] == 6.0 and csv_rows[1]["mcd_db_std"] is None
+
+
+def test_missing_eval_shows_dash(tmp_path: Path) -> None:
+    write_job(tmp_path, "noeval", eval_metrics=None)
+    write_job(tmp_path, "nan", preset="all", eval_metrics={"mcd_db": float("nan"), "pesq": 2.5})
+    out = tmp_path / "out"
+    write_report(collect([tmp_path]), out)
+    lines = (out / "table.md").read_text(encoding="utf-8").splitlines()
+    noeval = next(line for line in lines if line.startswith("| lora r8 decoder"))
+    cells = [c.strip() for c in noeval.strip("|").split("|")]
+    assert cells[-4:] == [MISSING] * 4  # MCD, F0 RMSE, SECS, PESQ
+    nan = next(line for line in lines if line.startswith("| lora r8 all"))
+    cells = [c.strip() for c in nan.strip("|").split("|")]
+    assert cells[-4:] == [MISSING, MISSING, MISSING, "2.50"]
+    assert read_csv(out / "table.csv")[1]["mcd_db"] is None
+
+
+def test_wall_time_to_best_from_best_step(report: Path) -> None:
+    full, lora8, lora16 = (r for r in read_csv(report / "table.csv") if r["kind"] == "run")
+    assert full["best_step"] == 200  # lowest val mel after 4 x 50 steps (logged at step 199)
+    assert full["wall_to_best_s"] == pytest.approx(200 * 0.30)
+    assert lora8["best_step"] == 300 and lora16["best_step"] == 250
+    assert full["wall_to_best_source"] == "best step x median step time"
+
+
+def test_logged_wall_time_is_preferred(tmp_path: Path) -> None:
+    run = write_job(tmp_path, "walled", curve=(3.0, 2.0, 2.5))
+    log = run / "csv" / "metrics.csv"
+    lines = log.read_text().splitlines()
+    lines[0] += ",time/wall_s"
+    lines[1:] = [f"{line},{(i + 1) * 7.5}" for i, line in enumerate(lines[1:])]
+    log.write_text("\n".join(lines) + "\n")
+    (row,) = collect([tmp_path])
+    assert row.best_step == 100
+    assert row.wall_to_best_s == 30.0  # the last row logged at step 99
+    assert row.wall_to_best_source == "logged wall time"
+
+
+def test_storage_and_share_of_generator(report: Path) -> None:
+    full, lora8, _ = (r for r in read_csv(report / "table.csv") if r["kind"] == "mean")
+    assert full["storage_10_mb"] == pytest.approx(29027 / 1024, rel=1e-5)
+    assert lora8["base_kb"] == 2902.7  # the full run's generator.pth
+    assert lora8["storage_10_mb"] == pytest.approx((2902.7 + 1537) / 1024, rel=1e-5)
+    assert lora8["pct_g"] == pytest.approx(100 * 72_192 / GENERATOR, rel=1e-5)
+
+
+def test_base_size_falls_back_to_fp16_parameter_count(tmp_path: Path) -> None:
+    write_job(tmp_path, "alone")
+    (row,) = collect([tmp_path])
+    assert row.base_kb == pytest.approx(row.total_g * 2 / 1024)
+    assert row.base_source == "parameter count x 2 bytes (fp16)"
+    (tmp_path / "alone" / "base.pth").write_bytes(b"\0" * 2048)
+    (row,) = collect([tmp_path])
+    assert (row.base_kb, row.base_source) == (2.0, "base.pth of the run")
+
+
+def test_plots_are_written(report: Path) -> None:
+    for name in ("quality_vs_params.png", "training_curves.png", "storage.png"):
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(data) > 15_000, name
+    assert not list(report.glob(".*.tmp"))  # atomic writes left no temp files
+
+
+def test_curves_csv(report: Path) -> None:
+    curves = read_csv(report / "curves.csv")
+    assert len(curves) == 18
+    assert curves[0] == {
+        "variant": "full",
+        "model": "tiny",
+        "seed": "0",
+        "step": 50.0,
+        "val_mel": 3.1,
+    }
+
+
+def test_cli_writes_report_and_fails_in_one_line(tmp_path: Path, capsys) -> None:
+    paper_jobs(tmp_path / "jobs")
+    assert main([str(tmp_path / "jobs"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "table.md").is_file()
+    assert "3 jobs" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no job dirs") and err.count("\n") == 1
+    assert not (tmp_path / "out2").exists()
+
+
+def test_unreadable_job_file_names_it(tmp_path: Path) -> None:
+    run = write_job(tmp_path, "broken")
+    (run / "metrics.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"broken/metrics.json: unreadable JSON"):
+        collect([tmp_path])
+
+
+def test_eval_json_values_are_read(report: Path) -> None:
+    lora8 = read_csv(report / "table.csv")[3]
+    assert lora8["variant"] == "lora r8 decoder" and lora8["kind"] == "run"
+    assert {k: lora8[k] for k in EVAL} == {**EVAL, "mcd_db": 6.3, "secs_target": 0.78, "pesq": 1.7}
+    assert json.loads((report.parent / "jobs" / "full" / "eval.json").read_text()) == EVAL

@@ -1,0 +1,78 @@
+"""scripts/reproduce_paper_table.py: the commands it would run (--dry-run runs nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reproduce_paper_table.py"
+
+
+@pytest.fixture
+def driver():
+    spec = importlib.util.spec_from_file_location("reproduce_paper_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def commands(driver, capsys, argv: list[str]) -> list[list[str]]:
+    assert driver.main(["--dry-run", *argv]) == 0
+    out = capsys.readouterr().out
+    return [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ")]
+
+
+def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SEEDS", raising=False)
+    monkeypatch.delenv("PROFILE", raising=False)
+    lora, full, report = commands(driver, capsys, ["--out", str(tmp_path / "pt")])
+    assert lora[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
+    assert {"lora=decoder,all", "lora.rank=4,8,16,32", "seed=0"} <= set(lora)
+    assert f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'lora'}" in lora
+    assert "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}" in lora
+    assert {"lora=full", "seed=0", f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'full'}"} <= set(
+        full
+    )
+    assert not any(a.startswith(("model=", "trainer=")) for a in lora + full)  # tiny on CPU
+    assert report[1:] == [
+        "-m",
+        "rvc_lora.report",
+        str(tmp_path / "pt" / "runs"),
+        "--out",
+        str(tmp_path / "pt"),
+    ]
+    assert not (tmp_path / "pt").exists()  # nothing ran
+
+
+def test_seeds_and_full_profile_from_environment(driver, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SEEDS", "0, 1")
+    monkeypatch.setenv("PROFILE", "full")
+    lora, full, _ = commands(driver, capsys, [])
+    for cmd in (lora, full):
+        assert "seed=0,1" in cmd
+        assert {"model=v2_40k", "features=default", "trainer=gpu"} <= set(cmd)
+        assert "model.pretrained_g=models/f0G40k.pth" in cmd
+
+
+def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsys) -> None:
+    jobs = [tmp_path / "a", tmp_path / "b"]
+    driver.ROOT = tmp_path  # a checkout without eval.py
+    assert driver.eval_commands(jobs, "py") == []
+    driver.main(["--dry-run"])
+    assert "note: no eval.py at the repo root; skipping evaluation" in capsys.readouterr().out
+    (tmp_path / "eval.py").write_text("")
+    assert driver.eval_commands(jobs, "py") == [
+        ["py", "eval.py", f"run_dir={tmp_path / 'a'}"],
+        ["py", "eval.py", f"run_dir={tmp_path / 'b'}"],
+    ]
+    driver.main(["--dry-run"])
+    assert "eval.py run_dir=<job>  # for every job dir under" in capsys.readouterr().out
+
+
+def test_bad_seeds_fail_in_one_line(driver) -> None:
+    with pytest.raises(SystemExit, match="seeds: expected comma-separated integers"):
+        driver.main(["--dry-run", "--seeds", "zero"])
