@@ -11,9 +11,10 @@
 3. ``python -m rvc_lora.report <out>/runs --out <out>``.
 
 Profiles: ``tiny`` (default) is the tiny model on the demo corpus on CPU, minutes per job;
-``full`` is ``model=v2_40k`` with RVC's real weights (``features=default``, pretrained G/D
-from ``models/``) and ``trainer=gpu``. ``SEEDS`` / ``PROFILE`` environment variables give the
-defaults of ``--seeds`` / ``--profile``. Every command is printed before it runs.
+``full`` is ``model=v2_40k`` with RVC's real weights (``features=default``, pretrained G/D from
+``models/pretrained_v2/``, as ``rvc-lora download`` lays them out) and ``trainer=gpu``.
+``SEEDS`` / ``PROFILE`` environment variables give the defaults of ``--seeds`` / ``--profile``.
+Every command is printed before it runs.
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ PROFILES: dict[str, list[str]] = {
     "full": [
         "model=v2_40k",
         "features=default",
-        "model.pretrained_g=models/f0G40k.pth",
-        "model.pretrained_d=models/f0D40k.pth",
+        "model.pretrained_g=models/pretrained_v2/f0G40k.pth",
+        "model.pretrained_d=models/pretrained_v2/f0D40k.pth",
         "trainer=gpu",
     ],
 }
 # Files a profile needs before anything runs.
 NEEDS: dict[str, list[str]] = {
-    "full": ["models/f0G40k.pth", "models/f0D40k.pth", "models/hubert_base.pt", "models/rmvpe.pt"]
+    "full": [
+        "models/pretrained_v2/f0G40k.pth",
+        "models/pretrained_v2/f0D40k.pth",
+        "models/hubert_base.pt",
+        "models/rmvpe.pt",
+    ]
 }
 
 
@@ -106,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [p for p in NEEDS.get(args.profile, []) if not (ROOT / p).is_file()]
     if missing and not args.dry_run:
         raise SystemExit(
-            f"profile {args.profile}: missing {', '.join(missing)}; put RVC's weights there "
-            "(README: 'Real weights')"
+            f"profile {args.profile}: missing {', '.join(missing)}; fetch RVC's weights with "
+            "`rvc-lora download` (model=v2_40k features=default)"
         )
     print(f"paper table: profile={args.profile} seeds={seeds} out={out}", flush=True)
     for cmd in sweep_commands(seeds, args.profile, runs, py):

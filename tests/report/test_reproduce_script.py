@@ -55,7 +55,7 @@ def test_seeds_and_full_profile_from_environment(driver, capsys, monkeypatch) ->
     for cmd in (lora, full):
         assert "seed=0,1" in cmd
         assert {"model=v2_40k", "features=default", "trainer=gpu"} <= set(cmd)
-        assert "model.pretrained_g=models/f0G40k.pth" in cmd
+        assert "model.pretrained_g=models/pretrained_v2/f0G40k.pth" in cmd
 
 
 def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsys) -> None:
