@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,15 @@ class VoiceDataset(Dataset):
         self,
         items: list[PreparedItem],
         spec: SpectrogramSettings,
-        speaker_id: int = 0,
+        speaker_id: int | Sequence[int] = 0,
         max_frames: int | None = 900,
         random_crop: bool = True,
         seed: int = 0,
     ) -> None:
-        self.items, self.spec, self.speaker_id = items, spec, speaker_id
+        self.items, self.spec = items, spec
+        self.speaker_ids = (
+            [speaker_id] * len(items) if isinstance(speaker_id, int) else list(speaker_id)
+        )
         self.max_frames, self.random_crop, self.seed = max_frames, random_crop, seed
 
     def __len__(self) -> int:
@@ -88,7 +92,7 @@ class VoiceDataset(Dataset):
             "pitchf": torch.from_numpy(feats["f0"][start : start + t].astype(np.float32)),
             "spec": linear_spectrogram(wav[None], self.spec.n_fft, hop, self.spec.win_length)[0],
             "wav": wav,
-            "sid": torch.tensor(self.speaker_id),
+            "sid": torch.tensor(self.speaker_ids[index]),
         }
 
 
@@ -168,7 +172,7 @@ class VoiceDataModule(L.LightningDataModule):
         max_frames: int | None = 900,
         num_workers: int = 0,
         prepare_workers: int = 0,
-        speaker_id: int = 0,
+        speaker_id: int | str = 0,
         device: str = "cpu",
         backend: str = "native",
         progress: bool = True,
@@ -190,6 +194,7 @@ class VoiceDataModule(L.LightningDataModule):
         self.max_frames, self.num_workers = max_frames, num_workers
         self.prepare_workers, self.speaker_id, self.progress = prepare_workers, speaker_id, progress
         self.report: PrepareReport | None = None
+        self.speakers: list[str] = []  # top-level folders when speaker_id == "folder"
         self.train_items: list[PreparedItem] = []
         self.val_items: list[PreparedItem] = []
 
@@ -222,12 +227,32 @@ class VoiceDataModule(L.LightningDataModule):
         self.train_items, self.val_items = split_by_source(
             self.report.items, self.val_fraction, self.seed
         )
+        if self.speaker_id == "folder":
+            self.speakers = sorted({_top_folder(i.source) for i in self.report.items})
+            log.info(
+                "speakers by folder: %s", ", ".join(f"{n}={s}" for n, s in enumerate(self.speakers))
+            )
+        elif not isinstance(self.speaker_id, int):
+            raise ValueError(
+                f"data.speaker_id={self.speaker_id!r}: use an integer (one voice) or 'folder' "
+                f"(one speaker per top-level folder of {self.input_dir}, for multi-speaker pretraining)"
+            )
+
+    def speaker_ids(self, items: list[PreparedItem]) -> int | list[int]:
+        """The ``sid`` of each item: ``speaker_id``, or the index of its top-level folder."""
+        if self.speaker_id != "folder":
+            return int(self.speaker_id)
+        return [self.speakers.index(_top_folder(i.source)) for i in items]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches that a run resumed mid-epoch continues exactly (order, crops):
         see :mod:`rvc_lora.training.determinism`."""
         ds = VoiceDataset(
-            self.train_items, self.spec, self.speaker_id, self.max_frames, seed=self.seed
+            self.train_items,
+            self.spec,
+            self.speaker_ids(self.train_items),
+            self.max_frames,
+            seed=self.seed,
         )
         trainer = self.trainer  # under DDP each rank draws its share of the same order
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
@@ -243,7 +268,11 @@ class VoiceDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         ds = VoiceDataset(
-            self.val_items, self.spec, self.speaker_id, self.max_frames, random_crop=False
+            self.val_items,
+            self.spec,
+            self.speaker_ids(self.val_items),
+            self.max_frames,
+            random_crop=False,
         )
         return DataLoader(
             ds,
@@ -252,3 +281,9 @@ class VoiceDataModule(L.LightningDataModule):
             collate_fn=collate_voice,
             num_workers=self.num_workers,
         )
+
+
+def _top_folder(source: str) -> str:
+    """First folder of a path relative to the input folder ("" for files at its top)."""
+    parts = Path(source).parts
+    return parts[0] if len(parts) > 1 else ""

@@ -276,6 +276,10 @@ class ContentEncoder(nn.Module):
                 f"layer {layer} was asked for (RVC v1 reads layer 9, v2 layer 12); use a 12-layer "
                 f"HuBERT such as hubert_base.pt"
             )
+        return self.forward_layers(wav, layer)
+
+    def forward_layers(self, wav: torch.Tensor, layer: int) -> torch.Tensor:
+        """:meth:`layer_output` without its checks and with autograd, for encoder training."""
         p = next(self.hubert.parameters())
         hub = self.hubert
         x = hub.feature_extractor(wav.to(p.device, p.dtype))  # [B, C, T]

@@ -14,7 +14,7 @@ import os
 import sys
 import types
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,8 @@ def write_tiny_fairseq_checkpoint(
     conv_pos: int = 16,
     conv_pos_groups: int = 4,
     dtype: torch.dtype = torch.float16,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a tiny HuBERT checkpoint the way fairseq saves one; returns ``path``.
 
@@ -108,11 +110,21 @@ def write_tiny_fairseq_checkpoint(
     ``optimizer_history``, ``task_state`` (a pickled ``fairseq.data.dictionary.Dictionary``),
     ``extra_state`` and ``last_optimizer_state``. Written atomically; the same arguments give
     the same bytes, so :attr:`ContentEncoder.weights_hash` (a cache key) is stable.
+
+    ``weights`` (fairseq names, the shapes the other arguments give) replaces the random
+    tensors, e.g. a trained encoder; ``training`` is recorded in ``cfg["optimization"]``.
     """
     sd = tiny_hubert_state_dict(
         seed=seed, hidden=hidden, layers=layers, heads=heads, ffn=ffn, conv_dim=conv_dim,
         final_dim=final_dim, conv_pos=conv_pos, conv_pos_groups=conv_pos_groups,
     )  # fmt: skip
+    if weights is not None:
+        wrong = sorted(set(weights) ^ set(sd)) + [
+            k for k in weights if k in sd and weights[k].shape != sd[k].shape
+        ]
+        if wrong:
+            raise ValueError(f"weights do not fit the tiny HuBERT layout: {wrong[:8]}")
+        sd = OrderedDict((k, weights[k].detach().cpu().float()) for k in sd)
     sd = OrderedDict((k, v.to(dtype)) for k, v in sd.items())
     conv_spec = f"[({conv_dim},10,5)] + [({conv_dim},3,2)] * 4 + [({conv_dim},2,2)] * 2"
     model_cfg = {
@@ -142,7 +154,7 @@ def write_tiny_fairseq_checkpoint(
         "model": model_cfg,
         "task": task_cfg,
         "criterion": {"_name": "hubert", "pred_masked_weight": 1.0, "pred_nomask_weight": 0.0},
-        "optimization": {"_name": None, "max_update": 0, "lr": [0.0005]},
+        "optimization": {"_name": None, "max_update": 0, "lr": [0.0005], **(training or {})},
     }
     history = {
         "criterion_name": "HubertCriterion", "optimizer_name": "FairseqAdam",

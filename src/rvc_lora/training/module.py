@@ -32,7 +32,7 @@ from rvc_lora.training.callbacks import log_media, mel_image
 from rvc_lora.training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.determinism import seed_step
-from rvc_lora.utils.errors import CheckpointError
+from rvc_lora.utils.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +279,13 @@ class VoiceConversionModule(L.LightningModule):
         warnings.filterwarnings(
             "ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning
         )
+        speakers = getattr(getattr(self.trainer, "datamodule", None), "speakers", None) or []
+        n_emb = self.generator.config.spk_embed_dim
+        if len(speakers) > n_emb:
+            raise ConfigError(
+                f"data has {len(speakers)} speaker folders but preset {self.preset} has "
+                f"{n_emb} speaker embeddings (spk_embed_dim); use fewer folders or a larger preset"
+            )
         counts = self.count_parameters()
         rank_zero_info(
             f"rvc-lora: mode={self.mode} d_policy={self.d_policy} preset={self.preset} "

@@ -2,7 +2,8 @@
 
 A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, matched LoRA
 targets, parameter counts), ``checkpoints/`` (trainable tensors only), the adapter
-(``adapter.safetensors``, or ``generator.pth`` for full fine-tuning) and ``metrics.json``.
+(``adapter.safetensors``, or ``generator.pth`` for full fine-tuning; ``discriminator.pth`` when
+D trained) and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -130,6 +131,12 @@ def train(cfg: DictConfig) -> float | None:
     artifact = module.save_adapter(
         out / ("adapter.safetensors" if module.lora is not None else "generator.pth")
     )
+    if module.d_policy == "trained":
+        # A trained D is half of a new pretrained base (RVC ships f0D*.pth beside f0G*.pth).
+        d_state = {
+            k: v.detach().to("cpu").clone() for k, v in module.discriminator.state_dict().items()
+        }
+        atomic_torch_save({"model": d_state}, out / "discriminator.pth")
     index = build_run_index(datamodule, out, cfg.task_name, module.generator.config.version)
     checkpoint = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None

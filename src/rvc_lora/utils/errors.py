@@ -9,3 +9,7 @@ class RvcLoraError(Exception):
 
 class CheckpointError(RvcLoraError, ValueError):
     """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
+
+
+class ConfigError(RvcLoraError, ValueError):
+    """The configuration asks for something the data or model cannot do."""
