@@ -20,6 +20,7 @@ Faithful details worth knowing:
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -33,6 +34,7 @@ from rvc_lora.features.f0 import F0_METHODS, compute_f0
 from rvc_lora.features.hubert import upsample_features
 from rvc_lora.features.pitch import coarse_pitch, shift_pitch
 from rvc_lora.inference.index import FeatureIndex, check_dim
+from rvc_lora.inference.pitch import MAX_AUTO_SHIFT, auto_pitch_shift, voiced_median_hz
 from rvc_lora.utils.errors import RvcLoraError
 
 if TYPE_CHECKING:
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from rvc_lora.features.hubert import ContentEncoder
     from rvc_lora.features.rmvpe import RMVPE
     from rvc_lora.models.synthesizer import Synthesizer
+
+log = logging.getLogger(__name__)
 
 SR_IN = 16000  # content features and F0 work at 16 kHz
 WINDOW = 160  # one F0/synthesizer frame at 16 kHz (10 ms)
@@ -60,6 +64,10 @@ class ConvertOptions:
 
     Attributes:
         pitch: transpose in semitones (+12 = one octave up).
+        auto_pitch_hz: the voice's median F0 in Hz; when set, ``pitch`` is replaced by the shift
+            that moves the source's median F0 (of the track computed for the conversion) onto
+            it (:func:`rvc_lora.inference.pitch.auto_pitch_shift`), 0 for a source with no
+            voiced frame. :attr:`ConversionPipeline.last_pitch` tells the shift used.
         f0_method: ``rmvpe`` (needs the pipeline's ``rmvpe``), ``pm``, ``harvest`` or ``dio``.
         index_rate: share of retrieved features, 0..1 (0 turns retrieval off).
         protect: 0..0.5; unvoiced frames keep ``1 - protect`` of the unretrieved features.
@@ -72,6 +80,7 @@ class ConvertOptions:
     """
 
     pitch: float = 0.0
+    auto_pitch_hz: float | None = None
     f0_method: str = "rmvpe"
     index_rate: float = 0.75
     protect: float = 0.33
@@ -84,6 +93,10 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if not np.isfinite(self.pitch) or abs(self.pitch) > 48:
             raise ConversionError(f"pitch: {self.pitch} semitones is outside -48..48")
+        if self.auto_pitch_hz is not None and not (
+            np.isfinite(self.auto_pitch_hz) and self.auto_pitch_hz > 0
+        ):
+            raise ConversionError(f"auto_pitch_hz: {self.auto_pitch_hz} is not a positive Hz value")
         if self.f0_method not in F0_METHODS:
             raise ConversionError(
                 f"f0_method: unknown {self.f0_method!r}; choose one of {', '.join(F0_METHODS)}"
@@ -147,6 +160,7 @@ class ConversionPipeline:
         self.t_query = SR_IN * int(x_query)
         self.t_center = SR_IN * int(x_center)
         self.t_max = SR_IN * int(x_max)
+        self.last_pitch: float | None = None  # semitones the last convert() transposed by
 
     # -- public ----------------------------------------------------------------------------
     def convert(
@@ -272,6 +286,7 @@ class ConversionPipeline:
         self, model: Synthesizer, audio_pad: np.ndarray, opts: ConvertOptions
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Coarse pitch ``[1, P]`` (long) and shifted F0 ``[1, P]`` (Hz), P = len // 160."""
+        self.last_pitch = float(opts.pitch) if opts.auto_pitch_hz is None else 0.0
         if not model.f0:
             return None, None
         p_len = len(audio_pad) // WINDOW
@@ -279,10 +294,28 @@ class ConversionPipeline:
             audio_pad, opts.f0_method, p_len=p_len, rmvpe=self.rmvpe,
             filter_radius=int(opts.filter_radius),
         )  # fmt: skip
-        f0 = shift_pitch(f0, opts.pitch).astype(np.float32)
+        if opts.auto_pitch_hz is not None:
+            self.last_pitch = float(self._auto_shift(f0, opts.auto_pitch_hz))
+        f0 = shift_pitch(f0, self.last_pitch).astype(np.float32)
         pitch = torch.from_numpy(coarse_pitch(f0)).unsqueeze(0).to(self.device)
         pitchf = torch.from_numpy(f0).unsqueeze(0).to(self.device)
         return pitch, pitchf
+
+    def _auto_shift(self, f0_pad: np.ndarray, voice_hz: float) -> int:
+        """``pitch=auto``: the shift onto ``voice_hz`` from the median of the source's own F0
+        (the reflect padding left out: it repeats the edges of the input)."""
+        pad = self.t_pad // WINDOW
+        source_hz = voiced_median_hz(f0_pad[pad : len(f0_pad) - pad])
+        if source_hz is None:
+            log.warning("pitch=auto: the source has no voiced frame; no transposition")
+            return 0
+        shift = auto_pitch_shift(voice_hz, source_hz)
+        clipped = abs(shift) == MAX_AUTO_SHIFT
+        log.info(
+            "pitch=auto: source median %.1f Hz, voice median %.1f Hz -> %+d semitones%s",
+            source_hz, voice_hz, shift, " (clipped)" if clipped else "",
+        )  # fmt: skip
+        return shift
 
     @torch.no_grad()
     def _vc(

@@ -105,6 +105,7 @@ def convert_sources(
     from rvc_lora.features.hubert import load_content_encoder
     from rvc_lora.inference.index import FeatureIndex
     from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
+    from rvc_lora.inference.pitch import parse_pitch, require_voice_median
 
     source, output = Path(cfg.source), Path(cfg.output)
     if source.is_dir():
@@ -118,8 +119,11 @@ def convert_sources(
         raise InferenceError(f"{source}: no such file or folder")
 
     f0_method = _setting(cfg, trained, "f0_method", cfg.features.f0_method)
+    pitch = parse_pitch(cfg.pitch)
+    auto_hz = require_voice_median(cfg.ckpt) if pitch == "auto" else None
     options = ConvertOptions(
-        pitch=float(cfg.pitch),
+        pitch=0.0 if pitch == "auto" else pitch,
+        auto_pitch_hz=auto_hz,
         f0_method=f0_method,
         index_rate=float(cfg.index_rate),
         protect=float(cfg.protect),

@@ -1,7 +1,9 @@
 """``python train.py``: build everything from the composed config, fit, write the run's files.
 
 A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, matched LoRA
-targets, parameter counts), ``checkpoints/`` (trainable tensors only), the adapter
+targets, parameter counts; after fit also ``voice_f0_median_hz``, the voice's median F0 that
+``pitch=auto`` transposes onto: a property of the voice, not a training metric, so it sits
+with the run's description rather than in ``metrics.json``), ``checkpoints/`` (trainable tensors only), the adapter
 (``adapter.safetensors``, or ``generator.pth`` for full fine-tuning; ``discriminator.pth`` when
 D trained) and ``metrics.json``.
 """
@@ -86,6 +88,22 @@ def build_run_index(datamodule: Any, out: Path, name: str, version: str) -> Path
     return save_index(index, out / f"added_IVF{n}_Flat_nprobe_1_{name}_{version}.index")
 
 
+def voice_f0_median(datamodule: Any) -> float | None:
+    """Median F0 (Hz) over the voiced frames of the cached F0 of every prepared slice.
+
+    None without prepared items, or for multi-speaker data (``speaker_id=folder``), where a
+    single median describes no voice.
+    """
+    from rvc_lora.data.cache import read_entry
+    from rvc_lora.inference.pitch import voiced_median_hz
+
+    report = getattr(datamodule, "report", None)
+    if report is None or not report.items or getattr(datamodule, "speakers", None):
+        return None
+    entries = (read_entry(item.feature_path) for item in report.items)
+    return voiced_median_hz([e["f0"] for e in entries if e is not None and "f0" in e])
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit one run; returns ``cfg.optimized_metric`` for Hydra sweepers."""
     L.seed_everything(cfg.seed, workers=True)
@@ -138,6 +156,11 @@ def train(cfg: DictConfig) -> float | None:
         }
         atomic_torch_save({"model": d_state}, out / "discriminator.pth")
     index = build_run_index(datamodule, out, cfg.task_name, module.generator.config.version)
+    median = voice_f0_median(datamodule)
+    if median is not None:
+        info["voice_f0_median_hz"] = median
+        write_json(out / "run_info.json", info)  # atomic rewrite, one key more
+        log.info("voice median F0: %.1f Hz (for pitch=auto)", median)
     checkpoint = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None
     )
@@ -152,6 +175,7 @@ def train(cfg: DictConfig) -> float | None:
         "artifact_kb": Path(artifact).stat().st_size / 1024,
         "index": str(index) if index else None,
         "best_checkpoint": checkpoint.best_model_path if checkpoint else None,
+        "best_monitor": checkpoint.monitor if checkpoint else None,  # what best_score measures
         "best_score": float(checkpoint.best_model_score)
         if checkpoint and checkpoint.best_model_score is not None
         else None,
