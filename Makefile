@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq \
-	reproduce-paper-table
+	reproduce-paper-table demo-corpus pretrain-tiny
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,8 +30,19 @@ test: install ## run the whole test suite, slow tests included
 test-fast: install ## run the tests without the `slow` marker
 	$(PY) -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
 
-demo: install ## train a tiny adapter, convert a file and export it (CPU, a few minutes)
+demo: install ## adapter for a demo voice, convert, score, plot, export (CPU, a few minutes)
 	$(PY) scripts/demo.py
+
+demo-corpus: install ## remake data/demo/ with flite and espeak-ng (apt-get install flite espeak-ng)
+	$(PY) scripts/make_demo_corpus.py
+
+# The shipped tiny encoder and base (data/pretrained/): content encoder on the parallel corpus,
+# then RVC-style full pretraining of G and D on every demo voice but the target.
+PRETRAIN_DIR ?= outputs/pretrain_tiny
+pretrain-tiny: install ## remake data/pretrained/ (encoder + tiny base; CPU, about an hour)
+	$(PY) scripts/pretrain_tiny_encoder.py
+	$(PY) train.py experiment=pretrain_tiny hydra.run.dir=$(PRETRAIN_DIR)
+	$(PY) scripts/ship_tiny_base.py $(PRETRAIN_DIR)
 
 bench: install ## print benchmark figures (CPU)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -1,84 +1,157 @@
-"""`make demo`: the whole job on CPU in a few minutes, with nothing downloaded.
+"""`make demo`: the whole job on the shipped demo corpus, on CPU, in a few minutes.
 
-Until the shipped demo corpus lands (speech synthesised offline, see the issue tracker), the
-voice is synthetic: voiced phrases with pauses. The steps are the real ones: prepare and train a
-rank-8 adapter on the tiny base, convert a recording into the voice, export it for RVC WebUI.
+1. Train a rank-8 LoRA adapter for the held-out demo voice (``data/demo/target``) on the tiny
+   base pretrained on the other demo voices (``data/pretrained/``), via ``train.py``.
+2. Convert a held-out sentence spoken by another demo voice into it (``infer.py``, pitch=auto).
+3. Score the result against the target's own utterance of that sentence: MCD (DTW), F0 RMSE,
+   speaker similarity (SECS) to the target voice and to the source voice.
+4. Draw source / converted / target mel spectrograms; export the voice for RVC WebUI.
+
+When RVC's real weights are in ``models/`` (``rvc-lora download``), the same steps run on
+``model=v2_40k`` with ``hubert_base.pt``, ``rmvpe.pt`` and ``pretrained_v2/f0G40k.pth``.
+Outputs go to ``outputs/demo/``; their paths are printed at the end.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import soundfile as sf
-
-from rvc_lora.data.synthetic import phrases
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "outputs" / "demo"
+DEMO = ROOT / "data" / "demo"
+MODELS = ROOT / "models"
+TARGET, SOURCE, SENTENCE = "slt", "rms", "s33"  # s33 is held out from the target's training
+REAL_WEIGHTS = {
+    "features.encoder_path": MODELS / "hubert_base.pt",
+    "features.rmvpe_path": MODELS / "rmvpe.pt",
+    "model.pretrained_g": MODELS / "pretrained_v2" / "f0G40k.pth",
+    "model.pretrained_d": MODELS / "pretrained_v2" / "f0D40k.pth",
+}
+
+
+def training_overrides(steps: int | None) -> list[str]:
+    """The demo experiment, moved onto RVC's real v2 40k weights when they are all present."""
+    overrides = ["experiment=demo"]
+    if all(p.is_file() for p in REAL_WEIGHTS.values()):
+        print("real RVC weights found in models/: using model=v2_40k", flush=True)
+        overrides += ["model=v2_40k", "features=default"]
+        overrides += [f"{key}={path}" for key, path in REAL_WEIGHTS.items()]
+        import torch
+
+        if torch.cuda.is_available():
+            overrides.append("trainer=gpu")
+    if steps is not None:
+        overrides.append(f"trainer.max_steps={steps}")
+    return overrides
+
+
+def run(args: list[str]) -> None:
+    subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
+
+
+def mel_figure(path: Path, signals: dict[str, tuple[np.ndarray, int]]) -> None:
+    """Mel spectrograms of the named signals, one row each, on the same dB scale."""
+    import librosa
+    from matplotlib.figure import Figure
+
+    from rvc_lora.utils.atomic import atomic_path
+
+    fig = Figure(figsize=(10, 2.4 * len(signals)), layout="constrained")
+    axes = fig.subplots(len(signals), 1, squeeze=False)[:, 0]
+    for ax, (name, (wav, sr)) in zip(axes, signals.items()):
+        mel = librosa.feature.melspectrogram(y=wav, sr=sr, n_fft=1024, hop_length=sr // 100, n_mels=80)
+        db = librosa.power_to_db(mel, ref=1.0, top_db=None)
+        image = ax.imshow(db, origin="lower", aspect="auto", vmin=-80, vmax=20, cmap="magma")
+        ax.set_title(name, loc="left")
+        ax.set_ylabel("mel bin")
+    axes[-1].set_xlabel("frame (10 ms)")
+    fig.colorbar(image, ax=list(axes), label="dB")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def score(converted: Path, source: Path, target: Path, references: list[Path]) -> dict[str, float]:
+    """MCD, F0 and speaker similarity of the conversion, plus the source's own similarity."""
+    from rvc_lora.data.audio import load_audio
+    from rvc_lora.metrics import reference_embedding, score_pair, speaker_embedding
+
+    sr = 16_000
+    conv, src, tgt = (load_audio(p, sr)[0] for p in (converted, source, target))
+    ref = reference_embedding([load_audio(p, sr)[0] for p in references], sr)
+    scores = score_pair(conv, tgt, sr, source=src, target_embedding=ref)
+    # Before conversion: how close is the source speaker to the target already?
+    scores["secs_source_to_target"] = float(np.dot(speaker_embedding(src, sr), ref))
+    return {k: float(v) for k, v in scores.items()}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: config)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
+    args = parser.parse_args()
     start = time.perf_counter()
-    voice = OUT / "voice"
-    voice.mkdir(parents=True, exist_ok=True)
-    for i in range(4):  # one voice, four "recordings"
-        sf.write(voice / f"take{i}.wav", phrases(16000, n=3, seconds=1.5, seed=i, f0=170), 16000)
-    source = OUT / "source.wav"  # another "speaker": lower pitch
-    sf.write(source, phrases(16000, n=2, seconds=1.5, seed=42, f0=110), 16000)
+    out: Path = args.out
+    run_dir = out / "run"
+    source = DEMO / "base" / SOURCE / f"{SENTENCE}.flac"
+    target = DEMO / "eval" / TARGET / f"{SENTENCE}.flac"
+    references = sorted((DEMO / "target" / TARGET).glob("*.flac"))
 
-    run_dir = OUT / "run"
-    py = sys.executable
-    subprocess.run(
+    print(f"== training a rank-8 adapter for voice '{TARGET}' ({len(references)} recordings)")
+    run(["train.py", *training_overrides(args.steps), f"hydra.run.dir={run_dir}"])
+    adapter = run_dir / "adapter.safetensors"
+
+    print(f"== converting '{SOURCE}' saying {SENTENCE} into '{TARGET}'")
+    converted = out / "converted.wav"
+    run(
         [
-            py,
-            "train.py",
-            f"data.input_dir={voice}",
-            f"hydra.run.dir={run_dir}",
-            "trainer.max_epochs=-1",
-            "trainer.max_steps=150",
-            "+trainer.val_check_interval=50",
-            "trainer.check_val_every_n_epoch=null",
-            "features.f0_method=pm",
-            "logger=csv",
-        ],
-        cwd=ROOT,
-        check=True,
+            "infer.py", f"ckpt={adapter}", f"source={source}", f"output={converted}",
+            "pitch=auto", f"hydra.run.dir={out / 'infer'}",
+        ]
+    )  # fmt: skip
+
+    print("== scoring")
+    scores = score(converted, source, target, references)
+    from rvc_lora.data.audio import load_audio
+    from rvc_lora.utils.atomic import atomic_write_text
+
+    metrics_path = out / "metrics.json"
+    record = {
+        "source": str(source.relative_to(ROOT)),
+        "target_utterance": str(target.relative_to(ROOT)),
+        "target_reference_set": f"{len(references)} files in data/demo/target/{TARGET}",
+        **scores,
+    }
+    atomic_write_text(metrics_path, json.dumps(record, indent=2) + "\n")
+    png = out / "mels.png"
+    mel_figure(
+        png,
+        {
+            f"source ({SOURCE})": load_audio(source, 16_000),
+            f"converted (into {TARGET})": load_audio(converted, 16_000),
+            f"target ({TARGET}, same sentence, never trained on)": load_audio(target, 16_000),
+        },
     )
-    converted = OUT / "converted.wav"
-    subprocess.run(
-        [
-            py,
-            "infer.py",
-            f"ckpt={run_dir / 'adapter.safetensors'}",
-            f"source={source}",
-            f"output={converted}",
-            "pitch=7",
-            f"hydra.run.dir={OUT / 'infer'}",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
-    exported = OUT / "voice.pth"
-    subprocess.run(
-        [
-            py,
-            "infer.py",
-            "mode=export",
-            f"ckpt={run_dir / 'adapter.safetensors'}",
-            f"output={exported}",
-            f"hydra.run.dir={OUT / 'export'}",
-        ],
-        cwd=ROOT,
-        check=True,
-    )
+
+    exported = out / "voice.pth"
+    run(["infer.py", "mode=export", f"ckpt={adapter}", f"output={exported}", f"hydra.run.dir={out / 'export'}"])
+
+    verdict = "closer to the target" if scores["secs_target"] > scores["secs_source"] else "NOT closer to the target than to the source"
     print(f"\ndemo done in {time.perf_counter() - start:.0f} s")
-    print(f"  adapter:   {run_dir / 'adapter.safetensors'}")
-    print(f"  metrics:   {run_dir / 'metrics.json'}")
-    print(f"  converted: {converted}")
-    print(f"  RVC model: {exported}")
+    print(f"  speaker similarity of the conversion to the target voice: {scores['secs_target']:.3f}")
+    print(f"  speaker similarity of the conversion to the source voice: {scores['secs_source']:.3f}  ({verdict})")
+    print(f"  (the source itself vs the target voice: {scores['secs_source_to_target']:.3f})")
+    print(f"  MCD vs the target's utterance: {scores['mcd_db']:.2f} dB, F0 RMSE: {scores['f0_rmse_cents']:.0f} cents")
+    print(f"  converted audio: {converted}")
+    print(f"  mel comparison:  {png}")
+    print(f"  metrics:         {metrics_path}")
+    print(f"  adapter:         {adapter}")
+    print(f"  RVC WebUI model: {exported}")
 
 
 if __name__ == "__main__":
