@@ -30,6 +30,7 @@ from rvc_lora.models.synthesizer import Synthesizer
 from rvc_lora.spectral import mel_spectrogram, spec_to_mel
 from rvc_lora.training.callbacks import log_media, mel_image
 from rvc_lora.training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
+from rvc_lora.training.quality import ValQuality
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.determinism import seed_step
 from rvc_lora.utils.errors import CheckpointError, ConfigError
@@ -88,6 +89,8 @@ class VoiceConversionModule(L.LightningModule):
         c_mel, c_kl: weights of the mel L1 and KL terms (RVC: 45, 1).
         grad_clip: max gradient norm per optimiser; None only measures it (as RVC).
         log_audio: send validation audio and a mel image to loggers that take media.
+        val_metric_items: validation items per epoch that also get ``val/mcd`` and
+            ``val/f0_rmse`` (:mod:`rvc_lora.training.quality`); 0 turns them off.
         seed: base of the per-step RNG seeds (see ``training.determinism``); None takes the seed
             the process was seeded with (``L.seed_everything(cfg.seed)`` in ``train``) at fit
             start. A resumed fit continues with the seed stored in its checkpoint.
@@ -107,6 +110,7 @@ class VoiceConversionModule(L.LightningModule):
         grad_clip: float | None = 1000.0,
         log_audio: bool = True,
         seed: int | None = None,
+        val_metric_items: int = 4,
     ) -> None:
         super().__init__()
         if d_policy not in D_POLICIES:
@@ -133,6 +137,7 @@ class VoiceConversionModule(L.LightningModule):
         self.lr_decay, self.c_mel, self.c_kl = float(lr_decay), float(c_mel), float(c_kl)
         self.grad_clip, self.log_audio = grad_clip, log_audio
         self.seed = seed
+        self.val_quality = ValQuality(val_metric_items)
         if lora is not None:
             self.lora_targets = inject_lora(generator, lora)
         else:
@@ -384,11 +389,24 @@ class VoiceConversionModule(L.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_quality.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        """``val/mcd`` (dB) and ``val/f0_rmse`` (cents) over the items scored this epoch."""
+        if self.val_quality.limit == 0 or self.trainer.sanity_checking:
+            return
+        # Logged on every rank, NaN where nothing was defined, so DDP's reduction never waits
+        # on a rank that had nothing to score; ModelCheckpoint treats NaN as the worst value.
+        for key, value in self.val_quality.means().items():
+            self.log(key, value, sync_dist=True)  # a float: Lightning puts it on our device
+
     def validation_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> torch.Tensor:
         """``val/loss_mel``: L1 between the target log-mel and the log-mel of ``infer``'s output
-        (prior path, as used at conversion time) over the valid frames."""
+        (prior path, as used at conversion time) over the valid frames. The first items of the
+        epoch are also scored for ``val/mcd`` and ``val/f0_rmse`` (logged at its end)."""
         g, lengths = self.generator, batch["lengths"]
         pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
         kind = self.device.type
@@ -404,6 +422,9 @@ class VoiceConversionModule(L.LightningModule):
         diff = (y_mel[..., :t] - y_hat_mel[..., :t]).abs() * mask
         loss = diff.sum() / (mask.sum() * y_mel.shape[1]).clamp(min=1.0)
         self.log("val/loss_mel", loss, sync_dist=True, prog_bar=True, batch_size=len(lengths))
+        if not self.trainer.sanity_checking:
+            c = g.config
+            self.val_quality.add_batch(audio, batch["wav"], lengths, c.hop_length, c.sr)
         if (
             self.log_audio
             and batch_idx == 0
