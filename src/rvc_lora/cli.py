@@ -1,7 +1,8 @@
-"""Console entry points: ``rvc-lora <command>`` and ``rvc-lora-train``/``-infer``/``-prepare``.
+"""Console entry points: ``rvc-lora <command>`` and ``rvc-lora-train``/``-infer``/``-eval``/
+``-prepare``.
 
-The same Hydra apps as ``train.py`` / ``infer.py`` at the repository root, usable from any
-directory once the package is installed (editable, so ``configs/`` is found).
+The same Hydra apps as ``train.py`` / ``infer.py`` / ``eval.py`` at the repository root, usable
+from any directory once the package is installed (editable, so ``configs/`` is found).
 """
 
 from __future__ import annotations
@@ -30,18 +31,27 @@ def infer(cfg: DictConfig) -> None:
     run(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+@user_errors
+def evaluate(cfg: DictConfig) -> None:
+    from rvc_lora.evaluation.run import run
+
+    run(cfg)
+
+
 _HYDRA_COMMANDS = {
     "train": "train a LoRA adapter (Hydra overrides follow, e.g. data.input_dir=DIR)",
     "infer": "convert audio or export to RVC's format (Hydra overrides follow)",
+    "eval": "score a trained voice on held-out utterances into eval.json (Hydra overrides follow)",
     "prepare": "preprocess a folder and fill the feature cache (Hydra overrides follow)",
 }
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``rvc-lora download|train|infer|prepare ...``.
+    """``rvc-lora download|train|infer|eval|prepare ...``.
 
-    ``train``/``infer``/``prepare`` hand the rest of the command line to the Hydra app as
-    overrides (``rvc-lora train --help`` is Hydra's help); ``download`` is
+    ``train``/``infer``/``eval``/``prepare`` hand the rest of the command line to the Hydra app
+    as overrides (``rvc-lora train --help`` is Hydra's help); ``download`` is
     :mod:`rvc_lora.download`.
     """
     import argparse
@@ -55,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
             prepare_main()
         else:
-            (train if argv[0] == "train" else infer)()
+            {"train": train, "infer": infer, "eval": evaluate}[argv[0]]()
         return
 
     from rvc_lora import download
