@@ -6,6 +6,9 @@ PIP := $(PY) -m pip
 # The CPU wheel of torch is installed first, so the package's torch range is already met and
 # pip never pulls a multi-GB CUDA build on a CPU machine.
 TORCH_SPEC ?= torch==2.13.0
+# Where pip finds that wheel; e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu on a machine
+# whose default index would give a CUDA build.
+TORCH_INDEX ?=
 PYTEST_ARGS ?=
 JOBS ?= 2
 
@@ -13,12 +16,12 @@ JOBS ?= 2
 	reproduce-paper-table demo-corpus pretrain-tiny
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
@@ -58,11 +61,11 @@ readme-tables: install ## regenerate the generated tables in README.md
 	$(PY) scripts/lora_size_table.py --readme README.md
 
 format: install ## format and lint-fix the code
-	$(PY) -m ruff format src tests bench
-	$(PY) -m ruff check --fix src tests bench
+	$(PY) -m ruff format src tests bench scripts *.py
+	$(PY) -m ruff check --fix src tests bench scripts *.py
 
 lint: install ## lint without changing files
-	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff check src tests bench scripts *.py
 
 # fairseq, only to make the parity fixture (tests/fixtures/fairseq_hubert/), in its own venv:
 # the fork fairseq-fixed pins hydra-core/omegaconf and lists torchaudio (whose wheels need a

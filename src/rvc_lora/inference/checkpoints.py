@@ -121,13 +121,13 @@ def find_base(
         )
         raise CheckpointError(
             f"{artifact}: cannot find its base model (no base.pth next to it; {where}); "
-            f"pass pretrained_g= (model.pretrained_g=<RVC base .pth>)"
+            f"pass model.pretrained_g=<RVC base .pth> (infer.py; pretrained_g= in Python)"
         )
     found = _resolve_recorded(recorded, run_dir)
     if found is None:
         raise CheckpointError(
             f"{artifact}: base {recorded!r} from {cfg_file} not found (tried the launch dir, the "
-            f"run dir and its parents); pass pretrained_g= (model.pretrained_g=<RVC base .pth>)"
+            f"run dir and its parents); pass model.pretrained_g=<RVC base .pth> (infer.py; pretrained_g= in Python)"
         )
     return found
 
