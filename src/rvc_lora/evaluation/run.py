@@ -10,7 +10,11 @@ Two tasks per held-out target utterance (``eval_dir``):
   against the target's reference set and against the source's own audio.
 
 SECS uses the mean speaker embedding of ``reference_dir`` (the target's training audio). The
-results go to ``eval.json`` in the run dir (:mod:`rvc_lora.evaluation.summary`).
+results go to ``eval.json`` in the run dir: the report's keys and the ``recon_*`` / ``conv_*``
+means (:mod:`rvc_lora.evaluation.summary`), ``conv_pitch_shift`` (mean semitones chosen by
+``pitch=auto``), counts (``n_utterances``, ``n_conversions``, ``n_unpaired``, ``n_skipped``),
+``rtf`` (conversion seconds per second of input audio over both tasks, scoring excluded),
+``eval_time_s`` and the settings used.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from omegaconf import DictConfig
 from rvc_lora.data.audio import AudioError, load_audio
 from rvc_lora.evaluation.corpus import EvalError, Utterance, audio_files, pair_utterances
 from rvc_lora.evaluation.summary import finite_or_none, flat_summary
-from rvc_lora.evaluation.voice import Voice, load_voice
+from rvc_lora.evaluation.voice import Voice, load_voice, resolve_artifact
 from rvc_lora.inference.pitch import parse_pitch
 from rvc_lora.utils.atomic import atomic_write_text
 
@@ -107,6 +111,7 @@ def _progress(items: list, enabled: bool):
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the voice; writes and returns the flat ``eval.json`` dict."""
     start_all = time.perf_counter()
+    artifact, run_dir = resolve_artifact(cfg.get("run_dir"), cfg.get("ckpt"))
     utterances = pair_utterances(cfg.eval_dir, cfg.get("source_dir"))
     if cfg.get("max_utterances"):
         utterances = utterances[: int(cfg.max_utterances)]
@@ -118,7 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for note in notes:
         log.warning("%s", note)
     pitch = parse_pitch(cfg.conversion_pitch)
-    voice = load_voice(cfg)
+    voice = load_voice(cfg, artifact, run_dir)
     output = Path(cfg.output) if cfg.get("output") else voice.run_dir / "eval.json"
     converting = any(u.source is not None for u in utterances)
     if converting and pitch == "auto" and voice.model.f0 and voice.median_hz is None:

@@ -81,8 +81,8 @@ def trained_setting(cfg: DictConfig, trained: DictConfig | None, key: str) -> An
     return value if value is not None else cfg.features.get(key)
 
 
-def load_voice(cfg: DictConfig) -> Voice:
-    """Load the voice ``cfg`` names (``run_dir=`` / ``ckpt=``) with infer.py's settings."""
+def load_voice(cfg: DictConfig, artifact: Path, run_dir: Path) -> Voice:
+    """Load ``artifact`` (from :func:`resolve_artifact`) with infer.py's settings from ``cfg``."""
     from rvc_lora.features.hubert import load_content_encoder
     from rvc_lora.inference.checkpoints import load_voice_model
     from rvc_lora.inference.index import FeatureIndex
@@ -90,7 +90,6 @@ def load_voice(cfg: DictConfig) -> Voice:
     from rvc_lora.inference.pitch import recorded_voice_median
     from rvc_lora.inference.run import find_index, run_config
 
-    artifact, run_dir = resolve_artifact(cfg.get("run_dir"), cfg.get("ckpt"))
     model, _ = load_voice_model(artifact, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(artifact)
     f0_method = trained_setting(cfg, trained, "f0_method")
