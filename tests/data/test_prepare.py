@@ -182,3 +182,36 @@ def test_damaged_slice_is_rebuilt_in_the_same_run(tmp_path, encoder_path) -> Non
     again.prepare_data()
     assert again.report.skipped == [] and again.report.files_sliced == 1
     assert len(again.report.items) == len(first.report.items)
+
+
+def test_speaker_ids_by_folder_for_multi_speaker_pretraining(tmp_path, encoder_path) -> None:
+    for i, name in enumerate(["bob", "alice"]):
+        (tmp_path / "voice" / name).mkdir(parents=True)
+        for take in range(2):
+            sf.write(
+                tmp_path / "voice" / name / f"t{take}.wav",
+                phrases(16000, n=1, seconds=1.2, seed=10 * i + take),
+                16000,
+            )
+    sf.write(tmp_path / "voice" / "loose.wav", phrases(16000, n=1, seconds=1.2, seed=99), 16000)
+    dm = _dm(tmp_path, encoder_path, speaker_id="folder", val_fraction=0.0)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.speakers == ["", "alice", "bob"]  # files at the top share speaker 0
+    by_source = {
+        item.source.split("/")[0]: ds[i]["sid"].item()
+        for ds in (dm.train_dataloader().dataset, dm.val_dataloader().dataset)
+        for i, item in enumerate(ds.items)
+    }  # at least one file is always held out for validation
+    assert by_source == {"loose.wav": 0, "alice": 1, "bob": 2}
+
+    single = _dm(tmp_path, encoder_path, speaker_id=3, val_fraction=0.0)
+    single.prepare_data()
+    single.setup("fit")
+    one = single.train_dataloader().dataset
+    assert {one[i]["sid"].item() for i in range(len(one))} == {3}
+
+    wrong = _dm(tmp_path, encoder_path, speaker_id="folders")
+    wrong.prepare_data()
+    with pytest.raises(ValueError, match="'folder'"):
+        wrong.setup("fit")
