@@ -23,7 +23,20 @@ def driver():
 def commands(driver, capsys, argv: list[str]) -> list[list[str]]:
     assert driver.main(["--dry-run", *argv]) == 0
     out = capsys.readouterr().out
-    return [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ ")]
+    lines = [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+    # The eval step is one placeholder line in a dry run (there are no job dirs yet).
+    assert [line for line in lines if " eval.py " in line] == (
+        [f"{shlex.quote(sys.executable)} eval.py run_dir=<job>  # for every job dir under "
+         f"{driver_runs(out)}"]
+        if (SCRIPT.parents[1] / "eval.py").is_file()
+        else []
+    )  # fmt: skip
+    return [shlex.split(line) for line in lines if " eval.py " not in line]
+
+
+def driver_runs(out: str) -> str:
+    first = next(line for line in out.splitlines() if line.startswith("paper table:"))
+    return first.split("out=")[1] + "/runs"
 
 
 def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path: Path) -> None:

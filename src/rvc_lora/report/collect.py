@@ -273,9 +273,11 @@ def _best(row: Row, metrics: dict[str, Any], wall_at: dict[int, float]) -> None:
         row.val_mel_first = row.curve[0][1]
         row.best_step, best = min(row.curve, key=lambda sv: sv[1])  # earliest among ties
         row.val_mel = best
-    # The checkpoint callback's best score is the same quantity, unrounded by the CSV writer.
-    score = _number(metrics.get("best_score"))
-    row.val_mel = score if score is not None else row.val_mel
+    # When the checkpoint callback monitors val mel (runs before val/mcd became the monitor
+    # record no best_monitor), its best score is the same quantity, unrounded by the CSV writer.
+    if metrics.get("best_monitor", VAL_KEY) == VAL_KEY:
+        score = _number(metrics.get("best_score"))
+        row.val_mel = score if score is not None else row.val_mel
     if row.val_mel is None:
         row.val_mel = _number(metrics.get(VAL_KEY))
     if row.best_step is None and metrics.get("best_checkpoint"):

@@ -57,7 +57,7 @@ def notes(records: Sequence[Record]) -> list[str]:
         "process's max RSS.",
         "- wall to best: time from the start of training to the validation with the lowest "
         f"val/loss_mel, computed as {'; '.join(walls) or 'nothing (no validation step known)'}.",
-        "- val mel: lowest val/loss_mel (the checkpoint monitor); MCD, F0 RMSE, SECS (speaker "
+        "- val mel: lowest val/loss_mel over the validations; MCD, F0 RMSE, SECS (speaker "
         "similarity to the target) and PESQ come from eval.json; – = not measured.",
         "- quality ratio (claim c): full's MCD / LoRA's (val mel where MCD is missing) and "
         "LoRA's SECS / full's; 100% = as good as full fine-tuning.",
