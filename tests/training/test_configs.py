@@ -80,7 +80,7 @@ def test_module_data_callbacks_and_discriminators_instantiate(
         assert module.d_policy == policy and len(module.lora_targets) > 0
     assert type(instantiate(cfg.data)).__name__ == "VoiceDataModule"
     names = {type(c).__name__ for c in instantiate_group(cfg.callbacks)}
-    assert {"ModelCheckpoint", "RichProgressBar"} <= names or "ModelCheckpoint" in names
+    assert {"ModelCheckpoint", "StepProgressBar"} <= names or "ModelCheckpoint" in names
 
 
 @pytest.mark.slow

@@ -194,3 +194,25 @@ class StepTimer(L.Callback):
     def median(self) -> float | None:
         """Median seconds per training step, or None before any timed step."""
         return float(np.median(self.times)) if self.times else None
+
+
+class StepProgressBar(L.pytorch.callbacks.RichProgressBar):
+    """Rich progress bar that, on a step-limited run, labels the epoch bar with the step count
+    toward ``max_steps`` and an ETA for the whole run (Lightning shows "Epoch 4/-2" there)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+        self._first_step = trainer.global_step  # a resumed run's rate counts its own steps
+        super().on_train_start(trainer, pl_module)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        t = self.trainer
+        if not (t.max_steps and t.max_steps > 0 and (t.max_epochs is None or t.max_epochs < 0)):
+            return super()._get_train_description(current_epoch)
+        text = f"Epoch {current_epoch} · step {t.global_step}/{t.max_steps}"
+        done = t.global_step - getattr(self, "_first_step", 0)
+        if done > 0:
+            rate = (time.perf_counter() - self._started) / done
+            left = int(rate * max(t.max_steps - t.global_step, 0))
+            text += f" · ETA {left // 60}:{left % 60:02d}"
+        return text
