@@ -61,7 +61,7 @@ def score_utterance(
     *,
     pitch: float | str = "auto",
     pesq: bool = True,
-    f0_method: str = "dio",
+    f0_method: str = "pm",
 ) -> tuple[dict[str, float], dict[str, float] | None]:
     """Reconstruction scores and (with a parallel source) conversion scores of one utterance.
 
