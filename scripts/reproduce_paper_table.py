@@ -3,8 +3,9 @@
     python scripts/reproduce_paper_table.py [--seeds 0,1] [--profile tiny|full] [--dry-run]
     make reproduce-paper-table [SEEDS=0,1] [PROFILE=full]
 
-1. ``train.py -m experiment=paper_table`` over ``lora=decoder,all`` x ``lora.rank=4,8,16,32``,
-   and ``lora=full``, for every seed, into ``<out>/runs/{lora,full}/<preset>_r<rank>_seed<s>``
+1. ``train.py -m experiment=paper_table`` over ``lora.rank=4,8,16,32`` for ``lora=decoder`` and
+   for ``lora=all`` (one multirun each), and ``lora=full``, for every seed, ``--jobs`` (2) at a
+   time with one torch thread each, into ``<out>/runs/{lora,full}/<preset>_r<rank>_seed<s>``
    (names fixed by the config, so a rerun replaces its own jobs and keeps jobs of other seeds).
 2. ``python eval.py run_dir=<job>`` for every job dir, when ``eval.py`` exists at the repo root
    (otherwise skipped with a note: the table then shows – for MCD, F0, SECS, PESQ).
@@ -51,25 +52,29 @@ NEEDS: dict[str, list[str]] = {
 
 
 def sweep_commands(seeds: str, profile: str, runs: Path, python: str) -> list[list[str]]:
-    """The two Hydra multiruns: LoRA presets x ranks, and the full fine-tuning baseline."""
+    """Hydra multiruns: one per LoRA preset over the ranks, and the full fine-tuning baseline.
+
+    Split by preset so that ``--jobs`` workers can run them side by side."""
     common = [python, "train.py", "-m", "experiment=paper_table", *PROFILES[profile]]
-    return [
+    lora = [
         [
             *common,
-            f"lora={PRESETS}",
+            f"lora={preset}",
             f"lora.rank={RANKS}",
             f"seed={seeds}",
             f"hydra.sweep.dir={runs / 'lora'}",
             "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}",
-        ],
-        [
-            *common,
-            "lora=full",
-            f"seed={seeds}",
-            f"hydra.sweep.dir={runs / 'full'}",
-            "hydra.sweep.subdir=full_seed${seed}",
-        ],
+        ]
+        for preset in PRESETS.split(",")
     ]
+    full = [
+        *common,
+        "lora=full",
+        f"seed={seeds}",
+        f"hydra.sweep.dir={runs / 'full'}",
+        "hydra.sweep.subdir=full_seed${seed}",
+    ]
+    return [full, *lora]  # the longest first, so the workers finish together
 
 
 def eval_commands(jobs: list[Path], python: str) -> list[list[str]]:
@@ -89,6 +94,27 @@ def _run(cmd: list[str], dry_run: bool) -> None:
         subprocess.run(cmd, cwd=ROOT, check=True)
 
 
+def _run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
+    """Run ``cmds`` with at most ``jobs`` at a time, one torch thread each when several run
+    (two 2-thread processes on 2 cores stall each other far more than they gain)."""
+    if jobs <= 1 or dry_run:
+        for cmd in cmds:
+            _run(cmd, dry_run)
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    pending, running = list(cmds), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            print("+ " + shlex.join(cmd), flush=True)
+            running.append((cmd, subprocess.Popen(cmd, cwd=ROOT, env=env)))
+        cmd, proc = running.pop(0)
+        if proc.wait() != 0:
+            for _, other in running:
+                other.terminate()
+            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}")
+
+
 def _check_seeds(seeds: str) -> str:
     parts = [s.strip() for s in seeds.split(",")]
     if not parts or not all(p.lstrip("-").isdigit() for p in parts):
@@ -104,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=Path("outputs/paper_table"))
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("JOBS") or min(os.cpu_count() or 1, 2)),
+        help="jobs side by side (default: 2 on a multi-core CPU; 1 for GPU timings)",
+    )
     args = ap.parse_args(argv)
     seeds = _check_seeds(args.seeds)
     out = args.out if args.out.is_absolute() else ROOT / args.out
@@ -116,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             "`rvc-lora download` (model=v2_40k features=default)"
         )
     print(f"paper table: profile={args.profile} seeds={seeds} out={out}", flush=True)
-    for cmd in sweep_commands(seeds, args.profile, runs, py):
-        _run(cmd, args.dry_run)
+    jobs = 1 if args.profile == "full" else max(args.jobs, 1)  # one GPU: one job at a time
+    _run_all(sweep_commands(seeds, args.profile, runs, py), jobs, args.dry_run)
 
     if (ROOT / "eval.py").is_file():
         if args.dry_run:
@@ -125,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from rvc_lora.report import find_job_dirs
 
-            for cmd in eval_commands(find_job_dirs([runs]), py):
-                _run(cmd, dry_run=False)
+            _run_all(eval_commands(find_job_dirs([runs]), py), jobs, dry_run=False)
     else:
         print("note: no eval.py at the repo root; skipping evaluation (MCD, F0, SECS, PESQ: –)")
 

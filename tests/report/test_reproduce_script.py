@@ -42,15 +42,17 @@ def driver_runs(out: str) -> str:
 def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SEEDS", raising=False)
     monkeypatch.delenv("PROFILE", raising=False)
-    lora, full, report = commands(driver, capsys, ["--out", str(tmp_path / "pt")])
-    assert lora[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
-    assert {"lora=decoder,all", "lora.rank=4,8,16,32", "seed=0"} <= set(lora)
-    assert f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'lora'}" in lora
-    assert "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}" in lora
+    full, decoder, every, report = commands(driver, capsys, ["--out", str(tmp_path / "pt")])
+    for preset, lora in (("decoder", decoder), ("all", every)):
+        assert lora[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
+        assert {f"lora={preset}", "lora.rank=4,8,16,32", "seed=0"} <= set(lora)
+        assert f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'lora'}" in lora
+        assert "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}" in lora
     assert {"lora=full", "seed=0", f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'full'}"} <= set(
         full
     )
-    assert not any(a.startswith(("model=", "trainer=")) for a in lora + full)  # tiny on CPU
+    # tiny on CPU
+    assert not any(a.startswith(("model=", "trainer=")) for a in decoder + every + full)
     assert report[1:] == [
         "-m",
         "rvc_lora.report",
@@ -64,8 +66,9 @@ def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path:
 def test_seeds_and_full_profile_from_environment(driver, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SEEDS", "0, 1")
     monkeypatch.setenv("PROFILE", "full")
-    lora, full, _ = commands(driver, capsys, [])
-    for cmd in (lora, full):
+    *sweeps, _ = commands(driver, capsys, [])
+    assert len(sweeps) == 3
+    for cmd in sweeps:
         assert "seed=0,1" in cmd
         assert {"model=v2_40k", "features=default", "trainer=gpu"} <= set(cmd)
         assert "model.pretrained_g=models/pretrained_v2/f0G40k.pth" in cmd
@@ -89,3 +92,12 @@ def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsy
 def test_bad_seeds_fail_in_one_line(driver) -> None:
     with pytest.raises(SystemExit, match="seeds: expected comma-separated integers"):
         driver.main(["--dry-run", "--seeds", "zero"])
+
+
+def test_parallel_runner_runs_everything_and_stops_on_a_failure(driver, tmp_path) -> None:
+    marks = [tmp_path / f"m{i}" for i in range(3)]
+    cmds = [[sys.executable, "-c", f"open({str(m)!r}, 'w').write('x')"] for m in marks]
+    driver._run_all(cmds, jobs=2, dry_run=False)
+    assert all(m.exists() for m in marks)
+    with pytest.raises(SystemExit, match="failed"):
+        driver._run_all([[sys.executable, "-c", "raise SystemExit(3)"]], jobs=2, dry_run=False)
