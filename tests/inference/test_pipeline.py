@@ -207,7 +207,8 @@ def test_bad_options_and_inputs(encoder, model, audio, index):
     with pytest.raises(ConversionError, match="rmvpe"):
         pipe.convert(model, audio, ConvertOptions())
     with pytest.raises(ConversionError, match="speaker"):
-        pipe.convert(model, audio, ConvertOptions(speaker_id=4, **PM))
+        n_speakers = model.config.spk_embed_dim
+        pipe.convert(model, audio, ConvertOptions(speaker_id=n_speakers, **PM))
     with pytest.raises(ConversionError, match="samples"):
         pipe.convert(model, audio[:100], ConvertOptions(**PM))
     wide = FeatureIndex(

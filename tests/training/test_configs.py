@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from hydra.utils import instantiate
 
 from rvc_lora.lora import LoraConfig
@@ -24,7 +23,10 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("name", _options("model"))
 def test_model_configs_agree_with_presets(name: str) -> None:
-    cfg = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={name}"]).model  # a model file may extend another
     preset = PRESETS[cfg["preset"]]
     assert (cfg["sample_rate"], cfg["hop_length"], cfg["n_fft"], cfg["n_mels"], cfg["version"]) == (
         preset.sr,
