@@ -42,7 +42,7 @@ demo-corpus: install ## remake data/demo/ with flite and espeak-ng (apt-get inst
 # The shipped tiny encoder and base (data/pretrained/): content encoder on the parallel corpus,
 # then RVC-style full pretraining of G and D on every demo voice but the target.
 PRETRAIN_DIR ?= outputs/pretrain_tiny
-pretrain-tiny: install ## remake data/pretrained/ (encoder + tiny base; CPU, about an hour)
+pretrain-tiny: install ## remake data/pretrained/ (encoder + tiny base; CPU, about 30 min)
 	$(PY) scripts/pretrain_tiny_encoder.py
 	$(PY) train.py experiment=pretrain_tiny hydra.run.dir=$(PRETRAIN_DIR)
 	$(PY) scripts/ship_tiny_base.py $(PRETRAIN_DIR)
