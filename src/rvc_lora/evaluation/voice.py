@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from rvc_lora.evaluation.corpus import EvalError
 
@@ -72,55 +72,21 @@ def resolve_artifact(run_dir: str | None, ckpt: str | None) -> tuple[Path, Path]
     )
 
 
-def trained_setting(cfg: DictConfig, trained: DictConfig | None, key: str) -> Any:
-    """An explicit option, else the voice's training setting (``features.<key>``), else the
-    ``features`` default: as ``infer.py`` resolves it."""
-    value = cfg.get(key)
-    if value is None and trained is not None:
-        value = OmegaConf.select(trained, f"features.{key}")
-    return value if value is not None else cfg.features.get(key)
-
-
 def load_voice(cfg: DictConfig, artifact: Path, run_dir: Path) -> Voice:
     """Load ``artifact`` (from :func:`resolve_artifact`) with infer.py's settings from ``cfg``."""
-    from rvc_lora.features.hubert import load_content_encoder
     from rvc_lora.inference.checkpoints import load_voice_model
-    from rvc_lora.inference.index import FeatureIndex
-    from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
     from rvc_lora.inference.pitch import recorded_voice_median
-    from rvc_lora.inference.run import find_index, run_config
+    from rvc_lora.inference.run import conversion_setup, find_index, run_config
 
     model, _ = load_voice_model(artifact, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(artifact)
-    f0_method = trained_setting(cfg, trained, "f0_method")
-    options = ConvertOptions(
-        pitch=0.0,
-        f0_method=f0_method,
-        index_rate=float(cfg.index_rate),
-        protect=float(cfg.protect),
-        rms_mix_rate=float(cfg.rms_mix_rate),
-        filter_radius=int(cfg.filter_radius),
-        speaker_id=int(cfg.speaker_id),
-        seed=cfg.get("seed"),
-    )
-    encoder = load_content_encoder(
-        trained_setting(cfg, trained, "encoder_path"), backend=cfg.features.get("backend", "native")
-    )
-    rmvpe = None
-    if model.f0 and f0_method == "rmvpe":
-        from rvc_lora.features.rmvpe import load_rmvpe
-
-        rmvpe = load_rmvpe(trained_setting(cfg, trained, "rmvpe_path"))
     index_path = Path(cfg.index) if cfg.get("index") else find_index(artifact)
-    index = None
-    if index_path is not None and options.index_rate > 0:
-        index = FeatureIndex.load(index_path, expected_dim=model.config.feature_dim)
-        log.info("retrieval index %s (index_rate %.2f)", index_path.name, options.index_rate)
+    options, pipeline, index = conversion_setup(cfg, model, trained, index_path)
     return Voice(
         artifact=artifact,
         run_dir=run_dir,
         model=model,
-        pipeline=ConversionPipeline(encoder, rmvpe=rmvpe),
+        pipeline=pipeline,
         options=options,
         index=index,
         index_path=index_path if index is not None else None,

@@ -30,16 +30,57 @@ def run_config(ckpt: Path) -> DictConfig | None:
     return None
 
 
-def _setting(cfg: DictConfig, trained: DictConfig | None, key: str, fallback: Any) -> Any:
-    """An explicit option wins, then the voice's training setting, then the default."""
+def trained_setting(cfg: DictConfig, trained: DictConfig | None, key: str) -> Any:
+    """An explicit option wins, then the voice's training setting (``features.<key>``), then the
+    ``features`` default."""
     value = cfg.get(key)
-    if value is not None:
-        return value
-    if trained is not None:
-        found = OmegaConf.select(trained, f"features.{key}")
-        if found is not None:
-            return found
-    return fallback
+    if value is None and trained is not None:
+        value = OmegaConf.select(trained, f"features.{key}")
+    return value if value is not None else cfg.features.get(key)
+
+
+def conversion_setup(
+    cfg: DictConfig,
+    model: Any,
+    trained: DictConfig | None,
+    index_path: Path | None,
+    *,
+    pitch: float = 0.0,
+    auto_pitch_hz: float | None = None,
+) -> tuple[Any, Any, Any]:
+    """``(ConvertOptions, ConversionPipeline, FeatureIndex | None)`` from infer-style options
+    (``infer.yaml``, ``eval.yaml``): the encoder and F0 method default to the voice's own."""
+    from rvc_lora.features.hubert import load_content_encoder
+    from rvc_lora.inference.index import FeatureIndex
+    from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
+
+    f0_method = trained_setting(cfg, trained, "f0_method")
+    options = ConvertOptions(
+        pitch=pitch,
+        auto_pitch_hz=auto_pitch_hz,
+        f0_method=f0_method,
+        index_rate=float(cfg.index_rate),
+        protect=float(cfg.protect),
+        rms_mix_rate=float(cfg.rms_mix_rate),
+        filter_radius=int(cfg.filter_radius),
+        resample_sr=int(cfg.get("resample_sr", 0)),
+        speaker_id=int(cfg.speaker_id),
+        seed=cfg.get("seed"),
+    )
+    encoder = load_content_encoder(
+        trained_setting(cfg, trained, "encoder_path"),
+        backend=cfg.features.get("backend", "native"),
+    )
+    rmvpe = None
+    if model.f0 and f0_method == "rmvpe":
+        from rvc_lora.features.rmvpe import load_rmvpe
+
+        rmvpe = load_rmvpe(trained_setting(cfg, trained, "rmvpe_path"))
+    index = None
+    if index_path is not None and options.index_rate > 0:
+        index = FeatureIndex.load(index_path, expected_dim=model.config.feature_dim)
+        log.info("retrieval index %s (index_rate %.2f)", index_path.name, options.index_rate)
+    return options, ConversionPipeline(encoder, rmvpe=rmvpe), index
 
 
 def find_index(ckpt: Path) -> Path | None:
@@ -102,9 +143,6 @@ def export_voice(model, output: Path, index_path: Path | None) -> Path:
 def convert_sources(
     cfg: DictConfig, model, meta: dict, trained: DictConfig | None, index_path: Path | None
 ) -> list[Path]:
-    from rvc_lora.features.hubert import load_content_encoder
-    from rvc_lora.inference.index import FeatureIndex
-    from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
     from rvc_lora.inference.pitch import parse_pitch, require_voice_median
 
     source, output = Path(cfg.source), Path(cfg.output)
@@ -118,35 +156,16 @@ def convert_sources(
     else:
         raise InferenceError(f"{source}: no such file or folder")
 
-    f0_method = _setting(cfg, trained, "f0_method", cfg.features.f0_method)
     pitch = parse_pitch(cfg.pitch)
     auto_hz = require_voice_median(cfg.ckpt) if pitch == "auto" else None
-    options = ConvertOptions(
+    options, pipeline, index = conversion_setup(
+        cfg,
+        model,
+        trained,
+        index_path,
         pitch=0.0 if pitch == "auto" else pitch,
         auto_pitch_hz=auto_hz,
-        f0_method=f0_method,
-        index_rate=float(cfg.index_rate),
-        protect=float(cfg.protect),
-        rms_mix_rate=float(cfg.rms_mix_rate),
-        filter_radius=int(cfg.filter_radius),
-        resample_sr=int(cfg.resample_sr),
-        speaker_id=int(cfg.speaker_id),
-        seed=cfg.get("seed"),
     )
-    encoder = load_content_encoder(
-        _setting(cfg, trained, "encoder_path", cfg.features.encoder_path),
-        backend=cfg.features.get("backend", "native"),
-    )
-    rmvpe = None
-    if model.f0 and f0_method == "rmvpe":
-        from rvc_lora.features.rmvpe import load_rmvpe
-
-        rmvpe = load_rmvpe(_setting(cfg, trained, "rmvpe_path", cfg.features.rmvpe_path))
-    index = None
-    if index_path is not None and options.index_rate > 0:
-        index = FeatureIndex.load(index_path, expected_dim=model.config.feature_dim)
-    pipeline = ConversionPipeline(encoder, rmvpe=rmvpe)
-
     written, failed = [], []
     for src, dst in _progress(list(zip(files, targets)), enabled=len(files) > 1):
         try:

@@ -9,7 +9,7 @@ imported on first use.
 
 from __future__ import annotations
 
-from rvc_lora.metrics.base import UtteranceMean
+from rvc_lora.metrics.base import PairMean, UtteranceMean
 from rvc_lora.metrics.dtw import dtw, dtw_align
 from rvc_lora.metrics.f0 import (
     F0_KEYS,
@@ -52,6 +52,7 @@ __all__ = [
     "SpeakerSimilarity",
     "SpectralConvergence",
     "Timer",
+    "PairMean",
     "UtteranceMean",
     "WidebandPESQ",
     "alpha_for_sr",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -45,3 +46,32 @@ class UtteranceMean(Metric):
         if len(self.keys) == 1:
             return self._mean(self.keys[0])
         return {key: self._mean(key) for key in self.keys}
+
+
+class PairMean(UtteranceMean):
+    """:class:`UtteranceMean` of a functional metric ``score(converted, reference, sr, **options)``.
+
+    Subclasses set :attr:`keys` and :attr:`score` (a ``staticmethod``); a score returning a dict
+    fills its keys, a float fills ``keys[0]``.
+
+    Args:
+        sr: sample rate of every pair passed to ``update(converted, reference)``.
+        **options: keyword options of ``score``.
+    """
+
+    is_differentiable = False
+
+    def __init__(self, sr: int, **options: Any) -> None:
+        from rvc_lora.metrics.audio import check_sr
+
+        super().__init__()
+        self.sr = check_sr(sr)
+        self.options = options
+
+    @staticmethod
+    def score(converted: Any, reference: Any, sr: int, **options: Any) -> float | dict[str, float]:
+        raise NotImplementedError
+
+    def update(self, converted: Any, reference: Any) -> None:
+        values = self.score(converted, reference, self.sr, **self.options)
+        self._add(**(values if isinstance(values, dict) else {self.keys[0]: values}))

@@ -11,7 +11,7 @@ import torch
 
 from rvc_lora.features.f0 import compute_f0
 from rvc_lora.metrics.audio import PESQ_SR, Waveform, as_mono, check_sr, stft_params, to_16k
-from rvc_lora.metrics.base import UtteranceMean
+from rvc_lora.metrics.base import PairMean
 from rvc_lora.metrics.dtw import dtw_align
 from rvc_lora.spectral import mel_spectrogram
 
@@ -124,7 +124,7 @@ def vuv_error_rate(converted: Waveform, reference: Waveform, sr: int, **kwargs: 
     return f0_metrics(converted, reference, sr, **kwargs)["vuv_error"]
 
 
-class F0Error(UtteranceMean):
+class F0Error(PairMean):
     """Per-utterance F0 metrics averaged over utterances; ``compute()`` returns a dict with
     :data:`F0_KEYS` (each key averages only the utterances where it is defined).
 
@@ -134,12 +134,4 @@ class F0Error(UtteranceMean):
     """
 
     keys = F0_KEYS
-    is_differentiable = False
-
-    def __init__(self, sr: int, **kwargs: object) -> None:
-        super().__init__()
-        self.sr = check_sr(sr)
-        self.options = kwargs
-
-    def update(self, converted: Waveform, reference: Waveform) -> None:
-        self._add(**f0_metrics(converted, reference, self.sr, **self.options))
+    score = staticmethod(f0_metrics)

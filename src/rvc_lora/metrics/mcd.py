@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from rvc_lora.metrics.audio import Waveform, as_mono, check_sr
-from rvc_lora.metrics.base import UtteranceMean
+from rvc_lora.metrics.base import PairMean
 from rvc_lora.metrics.dtw import dtw_align
 from rvc_lora.metrics.mcep import FRAME_PERIOD_MS, MCEP_ORDER, world_mcep
 
@@ -83,7 +83,7 @@ def mel_cepstral_distortion(
     )
 
 
-class MelCepstralDistortion(UtteranceMean):
+class MelCepstralDistortion(PairMean):
     """Mean MCD (dB) over utterances; ``update(converted, reference)`` with 1-D waveforms.
 
     Args:
@@ -93,12 +93,4 @@ class MelCepstralDistortion(UtteranceMean):
 
     keys = ("mcd_db",)
     higher_is_better = False
-    is_differentiable = False
-
-    def __init__(self, sr: int, **kwargs: object) -> None:
-        super().__init__()
-        self.sr = check_sr(sr)
-        self.options = kwargs
-
-    def update(self, converted: Waveform, reference: Waveform) -> None:
-        self._add(mcd_db=mel_cepstral_distortion(converted, reference, self.sr, **self.options))
+    score = staticmethod(mel_cepstral_distortion)

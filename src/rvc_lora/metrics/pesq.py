@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from rvc_lora.metrics.audio import PESQ_SR, Waveform, as_mono, check_sr, to_16k
-from rvc_lora.metrics.base import UtteranceMean
+from rvc_lora.metrics.base import PairMean
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,9 @@ def pesq_wb(converted: Waveform, reference: Waveform, sr: int) -> float:
         return math.nan
 
 
-class WidebandPESQ(UtteranceMean):
+class WidebandPESQ(PairMean):
     """Mean wide-band PESQ over utterances; pairs PESQ cannot score (NaN) are skipped."""
 
     keys = ("pesq",)
     higher_is_better = True
-    is_differentiable = False
-
-    def __init__(self, sr: int) -> None:
-        super().__init__()
-        self.sr = check_sr(sr)
-
-    def update(self, converted: Waveform, reference: Waveform) -> None:
-        self._add(pesq=pesq_wb(converted, reference, self.sr))
+    score = staticmethod(pesq_wb)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from rvc_lora.metrics.audio import Waveform, as_mono, check_sr, stft_params
-from rvc_lora.metrics.base import UtteranceMean
+from rvc_lora.metrics.base import PairMean
 from rvc_lora.spectral import linear_spectrogram, spec_to_mel
 
 N_MELS = 80
@@ -62,32 +62,21 @@ def log_mel_l1(converted: Waveform, reference: Waveform, sr: int, *, n_mels: int
     return float((mel[0] - mel[1]).abs().mean())
 
 
-class SpectralConvergence(UtteranceMean):
+class SpectralConvergence(PairMean):
     """Mean spectral convergence over utterances; ``update(converted, reference)``."""
 
     keys = ("spectral_convergence",)
     higher_is_better = False
-    is_differentiable = False
-
-    def __init__(self, sr: int) -> None:
-        super().__init__()
-        self.sr = check_sr(sr)
-
-    def update(self, converted: Waveform, reference: Waveform) -> None:
-        self._add(spectral_convergence=spectral_convergence(converted, reference, self.sr))
+    score = staticmethod(spectral_convergence)
 
 
-class LogMelL1(UtteranceMean):
+class LogMelL1(PairMean):
     """Mean log-mel L1 over utterances; ``update(converted, reference)``."""
 
     keys = ("log_mel_l1",)
     higher_is_better = False
-    is_differentiable = False
+    score = staticmethod(log_mel_l1)
 
     def __init__(self, sr: int, n_mels: int = N_MELS) -> None:
-        super().__init__()
-        self.sr = check_sr(sr)
+        super().__init__(sr, n_mels=n_mels)
         self.n_mels = n_mels
-
-    def update(self, converted: Waveform, reference: Waveform) -> None:
-        self._add(log_mel_l1=log_mel_l1(converted, reference, self.sr, n_mels=self.n_mels))
