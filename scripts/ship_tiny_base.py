@@ -42,7 +42,7 @@ def main() -> None:
     with atomic_path(args.out / "pretrain_config.yaml") as tmp:
         shutil.copyfile(run / ".hydra" / "config.yaml", tmp)
     metrics = json.loads((run / "metrics.json").read_text())
-    keep = {k: v for k, v in metrics.items() if not isinstance(v, str) or k == "best_checkpoint"}
+    keep = {k: v for k, v in metrics.items() if not isinstance(v, str)}  # no machine paths
     atomic_write_text(args.out / "pretrain_metrics.json", json.dumps(keep, indent=2) + "\n")
     print(f"shipped {run} -> {args.out}")
 
