@@ -47,11 +47,11 @@ def test_storage_claim_switches_at_89_percent() -> None:
 def test_time_claim_switches_at_60_percent() -> None:
     c = time_claim(FULL, LORA)
     assert c.verdict == HELD
-    assert "55% of a full fine-tuning step" in c.sentence
+    assert "55.0% of a full fine-tuning step" in c.sentence
     assert "within the claimed 50-60%" in c.sentence
-    assert "67% of full's (40.0 s vs 60.0 s)" in c.sentence
+    assert "66.7% of full's (40.0 s vs 60.0 s)" in c.sentence
     c = time_claim(FULL, {**LORA, "step_time_s": 0.24})
-    assert c.verdict == NOT_HELD and "80%" in c.sentence and "above the claimed" in c.sentence
+    assert c.verdict == NOT_HELD and "80.0%" in c.sentence and "above the claimed" in c.sentence
     c = time_claim(FULL, {**LORA, "step_time_s": 0.09, "wall_to_best_s": None})
     assert c.verdict == HELD and "below the claimed 50-60%" in c.sentence
     assert "wall time to the best validation was not measured" in c.sentence
@@ -61,15 +61,15 @@ def test_time_claim_switches_at_60_percent() -> None:
 def test_quality_claim_uses_mcd_and_secs_then_val_mel() -> None:
     c = quality_claim(FULL, LORA)
     assert c.verdict == HELD
-    assert c.measured == "MCD 97%, SECS 99%"
+    assert c.measured == "MCD 96.8%, SECS 98.8%"
     c = quality_claim(FULL, {**LORA, "mcd_db": 7.0})  # 6.0 / 7.0 = 86%
-    assert c.verdict == NOT_HELD and "86% of full fine-tuning quality by MCD" in c.sentence
+    assert c.verdict == NOT_HELD and "85.7% of full fine-tuning quality by MCD" in c.sentence
     c = quality_claim(FULL, {**LORA, "secs_target": 0.70})  # SECS 88% drags it below
     assert c.verdict == NOT_HELD
     c = quality_claim({**FULL, "mcd_db": None, "secs_target": None}, LORA)
-    assert c.verdict == HELD and c.measured == "val mel 96%"  # 2.3 / 2.4
+    assert c.verdict == HELD and c.measured == "val mel 95.8%"  # 2.3 / 2.4
     c = quality_claim({**FULL, "mcd_db": None, "secs_target": None}, {**LORA, "val_mel": 2.5})
-    assert c.verdict == NOT_HELD and c.measured == "val mel 92%"
+    assert c.verdict == NOT_HELD and c.measured == "val mel 92.0%"
     c = quality_claim({**FULL, "mcd_db": None, "val_mel": None}, LORA)
     assert c.verdict == HELD and c.measured == "SECS 99%"
     nothing = {**FULL, "mcd_db": None, "val_mel": None, "secs_target": None}

@@ -97,16 +97,16 @@ def time_claim(full: Record | None, lora: Record | None) -> Claim:
         return _not_measurable("b", claim, "a step time is missing")
     ratio = lora_s / full_s
     held = ratio <= TIME_BAND[1]
-    measured = f"step {ratio:.0%}"
+    measured = f"step {ratio:.1%}"
     lw, fw = lora.get("wall_to_best_s"), full.get("wall_to_best_s")
     if lw is not None and fw:
-        measured += f", wall to best {lw / fw:.0%}"
-        wall = f"its wall time to the best validation is {lw / fw:.0%} of full's ({lw:.1f} s vs {fw:.1f} s)"
+        measured += f", wall to best {lw / fw:.1%}"
+        wall = f"its wall time to the best validation is {lw / fw:.1%} of full's ({lw:.1f} s vs {fw:.1f} s)"
     else:
         wall = "wall time to the best validation was not measured"
     sentence = (
         f"{'Held' if held else 'Did not hold'}: a {lora['variant']} training step takes "
-        f"{lora_s:.3f} s, {ratio:.0%} of a full fine-tuning step ({full_s:.3f} s), "
+        f"{lora_s:.3f} s, {ratio:.1%} of a full fine-tuning step ({full_s:.3f} s), "
         f"{_band(ratio, TIME_BAND)}; {wall}."
     )
     return Claim("b", claim, measured, HELD if held else NOT_HELD, sentence)
@@ -140,13 +140,13 @@ def quality_claim(full: Record | None, lora: Record | None) -> Claim:
     if not ratios:
         return _not_measurable("c", claim, "neither MCD nor val mel was measured for both")
     held = all(r >= QUALITY_BAND[0] for _, r, _ in ratios)
-    parts = " and ".join(f"{r:.0%} by {name} ({detail})" for name, r, detail in ratios)
+    parts = " and ".join(f"{r:.1%} by {name} ({detail})" for name, r, detail in ratios)
     parts = parts.replace(" by ", " of full fine-tuning quality by ", 1)
     tail = "at least the claimed 95%" if held else "below the claimed 95-98%"
     return Claim(
         "c",
         claim,
-        ", ".join(f"{name} {r:.0%}" for name, r, _ in ratios),
+        ", ".join(f"{name} {r:.1%}" for name, r, _ in ratios),
         HELD if held else NOT_HELD,
         f"{'Held' if held else 'Did not hold'}: {lora['variant']} reaches {parts}, {tail}.",
     )
