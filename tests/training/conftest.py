@@ -41,8 +41,15 @@ def voice_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_root(tmp_path_factory) -> Path:
-    """One paths.root_dir for the session: the tiny encoder and the feature cache are reused."""
-    return tmp_path_factory.mktemp("root")
+    """One paths.root_dir for the session: the tiny encoder and the feature cache are reused.
+
+    ``data/`` points at the repository's shipped assets (demo corpus, tiny encoder and base),
+    which the demo / paper-table / pretraining experiments name under ``paths.root_dir``."""
+    root = tmp_path_factory.mktemp("root")
+    (root / "data").symlink_to(
+        Path(__file__).resolve().parents[2] / "data", target_is_directory=True
+    )
+    return root
 
 
 def compose_train(root: Path, out: Path, voice: Path, overrides: list[str] = ()) -> DictConfig:

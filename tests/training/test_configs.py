@@ -110,12 +110,17 @@ def test_every_experiment_runs_fast_dev_run(
     assert artifact.name == (
         "generator.pth" if experiment == "pretrain_tiny" else "adapter.safetensors"
     )
-    if experiment != "pretrain_tiny":  # random-init base: kept so the adapter can be used
+    if experiment != "pretrain_tiny":
         from rvc_lora.lora import LoraConfig, inject_lora, load_adapter
         from rvc_lora.models import load_rvc_checkpoint
 
         assert Path(metrics["index"]).name.startswith("added_IVF")  # retrieval index beside it
-        base = load_rvc_checkpoint(tmp_path / "base.pth").model
+        # The adapter's base: the pretrained file the experiment names, else the random init
+        # the run kept beside it.
+        named = cfg.model.pretrained_g
+        base_file = Path(named) if named else tmp_path / "base.pth"
+        assert base_file.is_file() and (tmp_path / "base.pth").exists() == (named is None)
+        base = load_rvc_checkpoint(base_file).model
         inject_lora(base, LoraConfig(preset="decoder"))
         load_adapter(base, artifact)  # checks the base identity
 
