@@ -3,10 +3,11 @@
     python scripts/reproduce_paper_table.py [--seeds 0,1] [--profile tiny|full] [--dry-run]
     make reproduce-paper-table [SEEDS=0,1] [PROFILE=full]
 
-1. ``train.py -m experiment=paper_table`` over ``lora.rank=4,8,16,32`` for ``lora=decoder`` and
-   for ``lora=all`` (one multirun each), and ``lora=full``, for every seed, ``--jobs`` (2) at a
-   time with one torch thread each, into ``<out>/runs/{lora,full}/<preset>_r<rank>_seed<s>``
-   (names fixed by the config, so a rerun replaces its own jobs and keeps jobs of other seeds).
+1. ``train.py -m experiment=paper_table +variant=full,decoder_r4,...,all_r32`` (``configs/variant/``:
+   full fine-tuning, and LoRA ranks 4/8/16/32 on the ``decoder`` and ``all`` presets) for every
+   seed, ``--jobs`` (2) at a time through Hydra's joblib launcher with one torch thread each, into
+   ``<out>/runs/<variant>_seed<s>`` (names fixed by the config, so a rerun replaces its own jobs
+   and keeps jobs of other seeds).
 2. ``python eval.py run_dir=<job>`` for every job dir, when ``eval.py`` exists at the repo root
    (otherwise skipped with a note: the table then shows – for MCD, F0, SECS, PESQ).
 3. ``python -m rvc_lora.report <out>/runs --out <out>``.
@@ -51,30 +52,22 @@ NEEDS: dict[str, list[str]] = {
 }
 
 
-def sweep_commands(seeds: str, profile: str, runs: Path, python: str) -> list[list[str]]:
-    """Hydra multiruns: one per LoRA preset over the ranks, and the full fine-tuning baseline.
+def variants() -> list[str]:
+    """``configs/variant/`` options: full fine-tuning first, then LoRA by preset and rank."""
+    return ["full"] + [f"{p}_r{r}" for p in PRESETS.split(",") for r in RANKS.split(",")]
 
-    Split by preset so that ``--jobs`` workers can run them side by side."""
-    common = [python, "train.py", "-m", "experiment=paper_table", *PROFILES[profile]]
-    lora = [
-        [
-            *common,
-            f"lora={preset}",
-            f"lora.rank={RANKS}",
-            f"seed={seeds}",
-            f"hydra.sweep.dir={runs / 'lora'}",
-            "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}",
-        ]
-        for preset in PRESETS.split(",")
-    ]
-    full = [
-        *common,
-        "lora=full",
-        f"seed={seeds}",
-        f"hydra.sweep.dir={runs / 'full'}",
-        "hydra.sweep.subdir=full_seed${seed}",
-    ]
-    return [full, *lora]  # the longest first, so the workers finish together
+
+def sweep_command(seeds: str, profile: str, runs: Path, python: str, jobs: int) -> list[str]:
+    """One Hydra multirun over every variant and seed. With ``jobs`` > 1, Hydra's joblib
+    launcher runs that many jobs side by side, so every variant is timed under the same load."""
+    cmd = [
+        python, "train.py", "-m", "experiment=paper_table", *PROFILES[profile],
+        f"+variant={','.join(variants())}", f"seed={seeds}", f"hydra.sweep.dir={runs}",
+        "hydra.sweep.subdir=${hydra:runtime.choices.variant}_seed${seed}",
+    ]  # fmt: skip
+    if jobs > 1:
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    return cmd
 
 
 def eval_commands(jobs: list[Path], python: str) -> list[list[str]]:
@@ -88,31 +81,10 @@ def report_command(runs: Path, out: Path, python: str) -> list[str]:
     return [python, "-m", "rvc_lora.report", str(runs), "--out", str(out)]
 
 
-def _run(cmd: list[str], dry_run: bool) -> None:
+def _run(cmd: list[str], dry_run: bool, env: dict[str, str] | None = None) -> None:
     print("+ " + shlex.join(cmd), flush=True)
     if not dry_run:
-        subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def _run_all(cmds: list[list[str]], jobs: int, dry_run: bool) -> None:
-    """Run ``cmds`` with at most ``jobs`` at a time, one torch thread each when several run
-    (two 2-thread processes on 2 cores stall each other far more than they gain)."""
-    if jobs <= 1 or dry_run:
-        for cmd in cmds:
-            _run(cmd, dry_run)
-        return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    pending, running = list(cmds), []
-    while pending or running:
-        while pending and len(running) < jobs:
-            cmd = pending.pop(0)
-            print("+ " + shlex.join(cmd), flush=True)
-            running.append((cmd, subprocess.Popen(cmd, cwd=ROOT, env=env)))
-        cmd, proc = running.pop(0)
-        if proc.wait() != 0:
-            for _, other in running:
-                other.terminate()
-            raise SystemExit(f"failed ({proc.returncode}): {shlex.join(cmd)}")
+        subprocess.run(cmd, cwd=ROOT, check=True, env=env)
 
 
 def _check_seeds(seeds: str) -> str:
@@ -149,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"paper table: profile={args.profile} seeds={seeds} out={out}", flush=True)
     jobs = 1 if args.profile == "full" else max(args.jobs, 1)  # one GPU: one job at a time
-    _run_all(sweep_commands(seeds, args.profile, runs, py), jobs, args.dry_run)
+    # Two 2-thread jobs on 2 cores stall each other far more than they gain: one thread each.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else None
+    _run(sweep_command(seeds, args.profile, runs, py, jobs), args.dry_run, env)
 
     if (ROOT / "eval.py").is_file():
         if args.dry_run:
@@ -157,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from rvc_lora.report import find_job_dirs
 
-            _run_all(eval_commands(find_job_dirs([runs]), py), jobs, dry_run=False)
+            for cmd in eval_commands(find_job_dirs([runs]), py):
+                _run(cmd, dry_run=False)
     else:
         print("note: no eval.py at the repo root; skipping evaluation (MCD, F0, SECS, PESQ: –)")
 

@@ -39,20 +39,23 @@ def driver_runs(out: str) -> str:
     return first.split("out=")[1] + "/runs"
 
 
-def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path: Path) -> None:
+def test_dry_run_prints_one_sweep_over_every_variant_and_the_report(
+    driver, capsys, monkeypatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("SEEDS", raising=False)
     monkeypatch.delenv("PROFILE", raising=False)
-    full, decoder, every, report = commands(driver, capsys, ["--out", str(tmp_path / "pt")])
-    for preset, lora in (("decoder", decoder), ("all", every)):
-        assert lora[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
-        assert {f"lora={preset}", "lora.rank=4,8,16,32", "seed=0"} <= set(lora)
-        assert f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'lora'}" in lora
-        assert "hydra.sweep.subdir=${lora.preset}_r${lora.rank}_seed${seed}" in lora
-    assert {"lora=full", "seed=0", f"hydra.sweep.dir={tmp_path / 'pt' / 'runs' / 'full'}"} <= set(
-        full
-    )
-    # tiny on CPU
-    assert not any(a.startswith(("model=", "trainer=")) for a in decoder + every + full)
+    monkeypatch.delenv("JOBS", raising=False)
+    sweep, report = commands(driver, capsys, ["--out", str(tmp_path / "pt"), "--jobs", "2"])
+    assert sweep[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
+    variants = next(a for a in sweep if a.startswith("+variant=")).split("=")[1].split(",")
+    assert variants[0] == "full" and len(variants) == 9
+    assert {f"{p}_r{r}" for p in ("decoder", "all") for r in (4, 8, 16, 32)} <= set(variants)
+    for name in variants:  # every variant is a config file
+        assert (SCRIPT.parents[1] / "configs" / "variant" / f"{name}.yaml").is_file()
+    assert {"seed=0", f"hydra.sweep.dir={tmp_path / 'pt' / 'runs'}"} <= set(sweep)
+    assert "hydra.sweep.subdir=${hydra:runtime.choices.variant}_seed${seed}" in sweep
+    assert {"hydra/launcher=joblib", "hydra.launcher.n_jobs=2"} <= set(sweep)
+    assert not any(a.startswith(("model=", "trainer=")) for a in sweep)  # tiny on CPU
     assert report[1:] == [
         "-m",
         "rvc_lora.report",
@@ -61,17 +64,18 @@ def test_dry_run_prints_sweeps_and_report(driver, capsys, monkeypatch, tmp_path:
         str(tmp_path / "pt"),
     ]
     assert not (tmp_path / "pt").exists()  # nothing ran
+    sweep, _ = commands(driver, capsys, ["--jobs", "1"])
+    assert not any("launcher" in a for a in sweep)
 
 
 def test_seeds_and_full_profile_from_environment(driver, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SEEDS", "0, 1")
     monkeypatch.setenv("PROFILE", "full")
-    *sweeps, _ = commands(driver, capsys, [])
-    assert len(sweeps) == 3
-    for cmd in sweeps:
-        assert "seed=0,1" in cmd
-        assert {"model=v2_40k", "features=default", "trainer=gpu"} <= set(cmd)
-        assert "model.pretrained_g=models/pretrained_v2/f0G40k.pth" in cmd
+    sweep, _ = commands(driver, capsys, [])
+    assert "seed=0,1" in sweep
+    assert {"model=v2_40k", "features=default", "trainer=gpu"} <= set(sweep)
+    assert "model.pretrained_g=models/pretrained_v2/f0G40k.pth" in sweep
+    assert not any("launcher" in a for a in sweep)  # one GPU: one job at a time
 
 
 def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsys) -> None:
@@ -92,12 +96,3 @@ def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsy
 def test_bad_seeds_fail_in_one_line(driver) -> None:
     with pytest.raises(SystemExit, match="seeds: expected comma-separated integers"):
         driver.main(["--dry-run", "--seeds", "zero"])
-
-
-def test_parallel_runner_runs_everything_and_stops_on_a_failure(driver, tmp_path) -> None:
-    marks = [tmp_path / f"m{i}" for i in range(3)]
-    cmds = [[sys.executable, "-c", f"open({str(m)!r}, 'w').write('x')"] for m in marks]
-    driver._run_all(cmds, jobs=2, dry_run=False)
-    assert all(m.exists() for m in marks)
-    with pytest.raises(SystemExit, match="failed"):
-        driver._run_all([[sys.executable, "-c", "raise SystemExit(3)"]], jobs=2, dry_run=False)
