@@ -10,6 +10,7 @@ D trained) and ``metrics.json``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import subprocess
@@ -57,10 +58,28 @@ def git_commit(root: str | Path) -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+def reset_peak_memory() -> None:
+    """Start a new peak-memory measurement for this run.
+
+    The process may have run other jobs before (Hydra's joblib launcher reuses its workers), and
+    the kernel's max RSS would report their peak: on Linux the peak RSS (VmHWM) is reset by
+    writing 5 to /proc/self/clear_refs; CUDA has its own reset.
+    """
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device | None = None) -> float:
-    """Peak memory of this run: CUDA allocator peak on GPU, else the process's max RSS."""
+    """Peak memory since :func:`reset_peak_memory`: CUDA allocator peak on GPU, else the
+    process's peak RSS (VmHWM on Linux; max RSS over the process's life elsewhere)."""
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -142,6 +161,7 @@ def train(cfg: DictConfig) -> float | None:
         # No base file exists to apply the adapter to later: keep this run's random-init base.
         atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
+    reset_peak_memory()
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     wall = time.perf_counter() - start
