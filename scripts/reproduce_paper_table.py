@@ -71,10 +71,19 @@ def sweep_command(seeds: str, profile: str, runs: Path, python: str, jobs: int) 
 
 
 def eval_commands(jobs: list[Path], python: str) -> list[list[str]]:
-    """``eval.py run_dir=<job>`` per job, or nothing when there is no ``eval.py``."""
+    """``eval.py run_dir=<job>`` per job not yet scored (an ``eval.json`` newer than its
+    ``metrics.json``: jobs of other seeds kept from an earlier run), or nothing when there is no
+    ``eval.py``."""
     if not (ROOT / "eval.py").is_file():
         return []
-    return [[python, "eval.py", f"run_dir={job}"] for job in jobs]
+    return [[python, "eval.py", f"run_dir={job}"] for job in jobs if not _scored(job)]
+
+
+def _scored(job: Path) -> bool:
+    scores, trained = job / "eval.json", job / "metrics.json"
+    return (
+        scores.is_file() and trained.is_file() and scores.stat().st_mtime >= trained.stat().st_mtime
+    )
 
 
 def report_command(runs: Path, out: Path, python: str) -> list[str]:

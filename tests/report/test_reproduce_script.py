@@ -91,6 +91,11 @@ def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsy
     ]
     driver.main(["--dry-run"])
     assert "eval.py run_dir=<job>  # for every job dir under" in capsys.readouterr().out
+    for job in jobs:  # a job scored after it trained is not scored again
+        job.mkdir()
+        (job / "metrics.json").write_text("{}")
+    (jobs[0] / "eval.json").write_text("{}")
+    assert driver.eval_commands(jobs, "py") == [["py", "eval.py", f"run_dir={tmp_path / 'b'}"]]
 
 
 def test_bad_seeds_fail_in_one_line(driver) -> None:
