@@ -254,6 +254,20 @@ def test_adapter_files_at_fit_end_and_on_new_best(tmp_path) -> None:
     assert adapter.base_identity["sha256"] == module.base_id["sha256"]
 
 
+def test_full_fine_tuning_exports_the_generator_once_under_its_own_names(tmp_path) -> None:
+    module = make_module(lora=False)
+    export = AdapterExport(dirpath=tmp_path)
+    best = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss_mel", save_top_k=1)
+    tr = trainer(max_epochs=1, enable_checkpointing=True, callbacks=[export, best])
+    tr.fit(module, loader(1), loader(1, seed=100))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "best_generator.pth",
+        "generator.pth",
+    ]
+    assert export.final == tmp_path / "generator.pth"
+    assert load_rvc_checkpoint(export.final).kind == "pretrained"
+
+
 def test_full_mode_saves_rvc_pretrained_layout(tmp_path) -> None:
     module = make_module(lora=False)
     path = module.save_adapter(tmp_path / "adapter.safetensors")

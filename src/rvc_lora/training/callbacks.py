@@ -114,20 +114,22 @@ class AdapterExport(L.Callback):
 
     Args:
         dirpath: folder for the files; None means ``trainer.default_root_dir``.
-        filename: written at the end of fit.
+        filename: written at the end of fit; None means the module's ``artifact_name``
+            (``adapter.safetensors``, or ``generator.pth`` for full fine-tuning).
         best_filename: written when ``trainer.checkpoint_callback.best_model_path`` changes;
-            None disables it.
+            None means ``best_`` + the module's ``artifact_name``; "" disables it.
     """
 
     def __init__(
         self,
         dirpath: str | os.PathLike[str] | None = None,
-        filename: str = "adapter.safetensors",
-        best_filename: str | None = "best_adapter.safetensors",
+        filename: str | None = None,
+        best_filename: str | None = None,
     ) -> None:
         self.dirpath, self.filename, self.best_filename = dirpath, filename, best_filename
         self._best_seen = ""
         self.written: list[Path] = []
+        self.final: Path | None = None
 
     def _dir(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath if self.dirpath is not None else trainer.default_root_dir)
@@ -147,8 +149,10 @@ class AdapterExport(L.Callback):
         best = self._best(trainer)
         if best and best != self._best_seen:
             self._best_seen = best
-            if self.best_filename and trainer.is_global_zero:
-                self.written.append(pl_module.save_adapter(self._dir(trainer) / self.best_filename))
+            name = self.best_filename
+            name = "best_" + pl_module.artifact_name if name is None else name
+            if name and trainer.is_global_zero:
+                self.written.append(pl_module.save_adapter(self._dir(trainer) / name))
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: VoiceConversionModule, batch: Any, batch_idx: int
@@ -160,7 +164,9 @@ class AdapterExport(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
         if trainer.is_global_zero:
-            self.written.append(pl_module.save_adapter(self._dir(trainer) / self.filename))
+            name = self.filename or pl_module.artifact_name
+            self.final = pl_module.save_adapter(self._dir(trainer) / name)
+            self.written.append(self.final)
 
 
 class StepTimer(L.Callback):

@@ -166,6 +166,11 @@ class VoiceConversionModule(L.LightningModule):
     def mode(self) -> str:
         return "full" if self.lora is None else "lora"
 
+    @property
+    def artifact_name(self) -> str:
+        """The file name of what a run leaves: the adapter, or the whole generator when full."""
+        return "generator.pth" if self.lora is None else "adapter.safetensors"
+
     # ---- parameters and state -------------------------------------------------------------
 
     def trainable_generator_parameters(self) -> dict[str, nn.Parameter]:

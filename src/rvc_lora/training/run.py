@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rvc_lora.data.cache import write_json
 from rvc_lora.lora import base_state_dict
-from rvc_lora.training.callbacks import StepTimer
+from rvc_lora.training.callbacks import AdapterExport, StepTimer
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.cli import ensure_tiny_encoder
 
@@ -166,9 +166,10 @@ def train(cfg: DictConfig) -> float | None:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     wall = time.perf_counter() - start
 
-    artifact = module.save_adapter(
-        out / ("adapter.safetensors" if module.lora is not None else "generator.pth")
-    )
+    artifact = out / module.artifact_name
+    exported = {c.final.resolve() for c in callbacks if isinstance(c, AdapterExport) and c.final}
+    if artifact.resolve() not in exported:  # the export callback is off or writes elsewhere
+        artifact = module.save_adapter(artifact)
     if module.d_policy == "trained":
         # A trained D is half of a new pretrained base (RVC ships f0D*.pth beside f0G*.pth).
         d_state = {
