@@ -65,7 +65,9 @@ def mel_figure(path: Path, signals: dict[str, tuple[np.ndarray, int]]) -> None:
     fig = Figure(figsize=(10, 2.4 * len(signals)), layout="constrained")
     axes = fig.subplots(len(signals), 1, squeeze=False)[:, 0]
     for ax, (name, (wav, sr)) in zip(axes, signals.items()):
-        mel = librosa.feature.melspectrogram(y=wav, sr=sr, n_fft=1024, hop_length=sr // 100, n_mels=80)
+        mel = librosa.feature.melspectrogram(
+            y=wav, sr=sr, n_fft=1024, hop_length=sr // 100, n_mels=80
+        )
         db = librosa.power_to_db(mel, ref=1.0, top_db=None)
         image = ax.imshow(db, origin="lower", aspect="auto", vmin=-80, vmax=20, cmap="magma")
         ax.set_title(name, loc="left")
@@ -139,14 +141,32 @@ def main() -> None:
     )
 
     exported = out / "voice.pth"
-    run(["infer.py", "mode=export", f"ckpt={adapter}", f"output={exported}", f"hydra.run.dir={out / 'export'}"])
+    run(
+        [
+            "infer.py",
+            "mode=export",
+            f"ckpt={adapter}",
+            f"output={exported}",
+            f"hydra.run.dir={out / 'export'}",
+        ]
+    )
 
-    verdict = "closer to the target" if scores["secs_target"] > scores["secs_source"] else "NOT closer to the target than to the source"
+    verdict = (
+        "closer to the target"
+        if scores["secs_target"] > scores["secs_source"]
+        else "NOT closer to the target than to the source"
+    )
     print(f"\ndemo done in {time.perf_counter() - start:.0f} s")
-    print(f"  speaker similarity of the conversion to the target voice: {scores['secs_target']:.3f}")
-    print(f"  speaker similarity of the conversion to the source voice: {scores['secs_source']:.3f}  ({verdict})")
+    print(
+        f"  speaker similarity of the conversion to the target voice: {scores['secs_target']:.3f}"
+    )
+    print(
+        f"  speaker similarity of the conversion to the source voice: {scores['secs_source']:.3f}  ({verdict})"
+    )
     print(f"  (the source itself vs the target voice: {scores['secs_source_to_target']:.3f})")
-    print(f"  MCD vs the target's utterance: {scores['mcd_db']:.2f} dB, F0 RMSE: {scores['f0_rmse_cents']:.0f} cents")
+    print(
+        f"  MCD vs the target's utterance: {scores['mcd_db']:.2f} dB, F0 RMSE: {scores['f0_rmse_cents']:.0f} cents"
+    )
     print(f"  converted audio: {converted}")
     print(f"  mel comparison:  {png}")
     print(f"  metrics:         {metrics_path}")

@@ -37,11 +37,12 @@ def write_job(
     curve: tuple[float, ...] = (3.11, 2.90, 2.75, 2.60, 2.50, 2.45),
     eval_metrics: dict[str, float] | None = None,
     val_every: int = 50,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """One job dir: run_info.json, metrics.json, .hydra/*.yaml, csv/metrics.csv, eval.json.
 
     ``curve`` is val/loss_mel after every ``val_every`` steps; ``eval_metrics=None`` writes no
-    eval.json.
+    eval.json; ``config`` adds entries to the job's ``.hydra/config.yaml`` (``{"train": {"lr": 1e-3}}``).
     """
     run = root / name
     (run / ".hydra").mkdir(parents=True)
@@ -79,7 +80,9 @@ def write_job(
     }
     (run / "run_info.json").write_text(json.dumps(info, indent=1))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "lora": lora}))
+    (run / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"seed": seed, "lora": lora, **(config or {})})
+    )
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
     (run / artifact).write_bytes(b"\0" * 16)
     if eval_metrics is not None:

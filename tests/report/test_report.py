@@ -67,6 +67,19 @@ def test_two_seeds_aggregate_to_mean_and_sample_std(tmp_path: Path) -> None:
     assert csv_rows[1]["mcd_db"] == 6.0 and csv_rows[1]["mcd_db_std"] is None
 
 
+def test_jobs_differing_in_more_than_the_seed_are_not_averaged(tmp_path: Path) -> None:
+    for name, seed, lr in [("a", 0, 5e-4), ("b", 1, 5e-4), ("c", 0, 1e-3)]:
+        log_dir = {"logger": {"csv": {"save_dir": f"/runs/{name}"}}}  # differs, names the job
+        write_job(tmp_path, name, seed=seed, config={"train": {"lr": lr}, **log_dir})
+    write_job(tmp_path, "f", mode="full", trainable_g=GENERATOR, config={"train": {"lr": 1e-3}})
+    table = means(build_table(collect([tmp_path])))
+    assert [(r["variant"], r["n_seeds"]) for r in table] == [
+        ("full", 1),
+        ("lora r8 decoder lr=0.0005", 2),
+        ("lora r8 decoder lr=0.001", 1),
+    ]
+
+
 def test_missing_eval_shows_dash(tmp_path: Path) -> None:
     write_job(tmp_path, "noeval", eval_metrics=None)
     write_job(tmp_path, "nan", preset="all", eval_metrics={"mcd_db": float("nan"), "pesq": 2.5})

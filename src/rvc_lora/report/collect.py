@@ -77,13 +77,16 @@ class Row:
     val_mel_first: float | None = None
     eval: dict[str, float] = field(default_factory=dict)
     curve: list[tuple[int, float]] = field(default_factory=list)
+    config: dict[str, str] = field(default_factory=dict)  # the job's Hydra config, flattened
+    settings: tuple[str, ...] = ()  # "lr=0.001": what sets it apart from its variant's others
 
     @property
     def variant(self) -> str:
-        """``"full"`` or ``"lora r8 decoder"`` (plus ``dora``/``rslora`` when used)."""
+        """``"full"`` or ``"lora r8 decoder"`` (plus ``dora``/``rslora`` when used, and the
+        settings that set the job apart from others of that name, like ``lr=0.001``)."""
         if self.mode == "full":
-            return "full"
-        return " ".join(["lora", f"r{self.rank}", str(self.preset), *self.flags])
+            return " ".join(["full", *self.settings])
+        return " ".join(["lora", f"r{self.rank}", str(self.preset), *self.flags, *self.settings])
 
     @property
     def pct_g(self) -> float | None:
@@ -131,6 +134,7 @@ def collect(roots: Sequence[str | os.PathLike[str]]) -> list[Row]:
         )
     rows = [read_job(d) for d in dirs]
     _fill_from_full_runs(rows)
+    _label_settings(rows)
     return rows
 
 
@@ -165,11 +169,13 @@ def read_job(run_dir: str | os.PathLike[str]) -> Row:
     counts = info.get("parameters") or {}
     mode = info.get("mode") or lora.get("mode") or "lora"
     model = info.get("model") or {}
+    config = _hydra_config(run_dir)
     row = Row(
         run_dir=run_dir,
         mode=mode,
         model=str(model.get("preset", "?")),
-        seed=_int(_hydra_config(run_dir).get("seed")),
+        seed=_int(config.get("seed")),
+        config=_flatten(config),
         trainable_g=_int(metrics.get("params_trainable_g", counts.get("trainable_g"))),
         total_g=_int(metrics.get("params_total_g", counts.get("total_g"))),
         step_time_s=_number(metrics.get("step_time_s")),
@@ -204,6 +210,52 @@ def _hydra_config(run_dir: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+# Config entries that differ between jobs without changing what they measure (the seed is what
+# a variant's jobs are averaged over; the rest name the job, or say how it logs and loads data).
+_NOT_SETTINGS = (
+    "seed", "task_name", "ckpt_path", "paths.", "hydra.", "logger.", "callbacks.",
+    "data.progress", "data.num_workers", "data.prepare_workers", "data.cache_dir",
+    "trainer.log_every_n_steps",
+)  # fmt: skip
+
+
+def _label_settings(rows: Sequence[Row]) -> None:
+    """Tell apart jobs of one variant that differ in more than the seed (a ``train.lr`` sweep,
+    say): each gets the differing settings in its name, so the table never averages them."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.model, row.variant), []).append(row)
+    for members in groups.values():
+        keys = sorted(
+            k
+            for k in set().union(*(r.config for r in members))
+            if not k.startswith(_NOT_SETTINGS) and len({r.config.get(k) for r in members}) > 1
+        )
+        leaves = [k.rsplit(".", 1)[-1] for k in keys]
+        names = [leaf if leaves.count(leaf) == 1 else k for k, leaf in zip(keys, leaves)]
+        for row in members:
+            row.settings = tuple(
+                f"{name}={_setting(row.config.get(k))}" for name, k in zip(names, keys)
+            )
+
+
+def _setting(value: str | None) -> str:
+    if value is None:
+        return "unset"
+    return value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
 
 
 def _own_base(row: Row, model: dict[str, Any]) -> None:
