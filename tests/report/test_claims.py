@@ -93,6 +93,16 @@ def test_reference_is_rank8_decoder_else_best_by_mcd() -> None:
     assert reference_lora([FULL], FULL) == (None, "")
 
 
+def test_of_several_runs_of_a_setting_the_best_is_compared() -> None:
+    # a train.lr sweep: two full rows and two rank-8 decoder rows, told apart by their settings
+    full_lr = {**FULL, "variant": "full lr=0.001", "mcd_db": 5.5}
+    lora_lr = {**LORA, "variant": "lora r8 decoder lr=0.001", "mcd_db": 5.9}
+    claims, ref, why = check_claims([FULL, full_lr, LORA, lora_lr])
+    assert ref is lora_lr and "best of 2 by MCD" in why
+    quality = next(c for c in claims if c.key == "c")
+    assert quality.measured.startswith("MCD 93.2%")  # full's best 5.5 dB against 5.9, not 6.0
+
+
 def test_claims_section_lists_every_claim() -> None:
     claims, ref, _ = check_claims([FULL, LORA, {**LORA, "kind": "run"}])
     assert ref is LORA and [c.key for c in claims] == ["a", "b", "c", "d"]

@@ -3,7 +3,8 @@
 Every verdict is computed from the numbers: ``held``, ``did not hold``, ``not measurable`` (a
 number it needs is missing) or, for the mel-loss figures of another model and data set,
 ``not comparable``. The LoRA variant compared with full fine-tuning is ``lora r8 decoder`` when
-present (the earlier attempt's setting), else the best LoRA variant by MCD, else by val mel.
+present (the earlier attempt's setting), else the best LoRA variant by MCD, else by val mel;
+where several rows qualify (a ``train.lr`` sweep), the best of them, full fine-tuning included.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ class Claim:
     sentence: str
 
 
+def _best(rows: Sequence[Record]) -> tuple[Record | None, str]:
+    """The row with the lowest MCD, else the lowest val mel, else the first; and by what."""
+    for key, name in (("mcd_db", "MCD"), ("val_mel", "val mel")):
+        scored = [r for r in rows if r.get(key) is not None]
+        if scored:
+            return min(scored, key=lambda r: r[key]), name
+    return (rows[0], "") if rows else (None, "")
+
+
 def _find_full(rows: Sequence[Record]) -> Record | None:
-    return next((r for r in rows if r["mode"] == "full"), None)
+    # Several full rows (a train.lr sweep): LoRA is held to full fine-tuning at its best.
+    return _best([r for r in rows if r["mode"] == "full"])[0]
 
 
 def reference_lora(rows: Sequence[Record], full: Record | None) -> tuple[Record | None, str]:
@@ -40,14 +51,17 @@ def reference_lora(rows: Sequence[Record], full: Record | None) -> tuple[Record 
     loras = [
         r for r in rows if r["mode"] != "full" and (full is None or r["model"] == full["model"])
     ]
-    for r in loras:
-        if r["variant"] == "lora r8 decoder":
-            return r, "rank 8 on the decoder, the earlier attempt's setting"
-    for key, name in (("mcd_db", "MCD"), ("val_mel", "val mel")):
-        scored = [r for r in loras if r.get(key) is not None]
-        if scored:
-            return min(scored, key=lambda r: r[key]), f"no lora r8 decoder run; best by {name}"
-    return (loras[0], "no quality measured; first LoRA variant") if loras else (None, "")
+    r8 = [r for r in loras if r.get("rank") == 8 and r.get("preset") == "decoder"]
+    if r8:
+        best, by = _best(r8)
+        tail = f" (the best of {len(r8)} by {by})" if len(r8) > 1 and by else ""
+        return best, "rank 8 on the decoder, the earlier attempt's setting" + tail
+    best, by = _best(loras)
+    if best is None:
+        return None, ""
+    return best, (
+        f"no lora r8 decoder run; best by {by}" if by else "no quality measured; first LoRA variant"
+    )
 
 
 def _not_measurable(key: str, claim: str, why: str) -> Claim:
@@ -156,7 +170,7 @@ def mel_claim(rows: Sequence[Record]) -> Claim:
     """(d) the earlier mel-loss figures: another model and data, so only set side by side."""
     claim = f"mel loss {MEL_CLAIM[0]} → {MEL_CLAIM[1]} at rank 8"
     rank8 = [r for r in rows if r["mode"] != "full" and r.get("rank") == 8]
-    rank8.sort(key=lambda r: r["variant"] != "lora r8 decoder")
+    rank8.sort(key=lambda r: r.get("preset") != "decoder")
     r = next((x for x in rank8 if x.get("val_mel_first") is not None and x.get("val_mel")), None)
     if r is None:
         return _not_measurable("d", claim, "no rank-8 LoRA run with a validation curve")
