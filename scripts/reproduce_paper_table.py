@@ -8,8 +8,10 @@
    seed, ``--jobs`` (2) at a time through Hydra's joblib launcher with one torch thread each, into
    ``<out>/runs/<variant>_seed<s>`` (names fixed by the config, so a rerun replaces its own jobs
    and keeps jobs of other seeds).
-2. ``python eval.py run_dir=<job>`` for every job dir, when ``eval.py`` exists at the repo root
-   (otherwise skipped with a note: the table then shows – for MCD, F0, SECS, PESQ).
+2. ``python eval.py run_dir=<job>`` for every job dir not yet scored, ``--jobs`` at a time with
+   one thread each as well (the RTF in each ``eval.json`` is then a one-thread figure), when
+   ``eval.py`` exists at the repo root (otherwise skipped with a note: the table then shows –
+   for MCD, F0, SECS, PESQ).
 3. ``python -m rvc_lora.report <out>/runs --out <out>``.
 
 Profiles: ``tiny`` (default) is the tiny model on the demo corpus on CPU, minutes per job;
@@ -26,6 +28,7 @@ import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +99,26 @@ def _run(cmd: list[str], dry_run: bool, env: dict[str, str] | None = None) -> No
         subprocess.run(cmd, cwd=ROOT, check=True, env=env)
 
 
+def run_side_by_side(cmds: list[list[str]], jobs: int, env: dict[str, str] | None) -> None:
+    """Run ``cmds`` ``jobs`` at a time; each one's output is printed whole when it ends, and the
+    first failure stops the rest with its command and the end of its output."""
+    if jobs <= 1:
+        for cmd in cmds:
+            _run(cmd, dry_run=False, env=env)
+        return
+
+    def one(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for cmd, done in zip(cmds, pool.map(one, cmds)):
+            print("+ " + shlex.join(cmd) + "\n" + done.stdout, end="", flush=True)
+            if done.returncode != 0:
+                pool.shutdown(cancel_futures=True)
+                sys.stderr.write(done.stderr[-3000:])
+                raise SystemExit(f"failed (exit {done.returncode}): {shlex.join(cmd)}")
+
+
 def _check_seeds(seeds: str) -> str:
     parts = [s.strip() for s in seeds.split(",")]
     if not parts or not all(p.lstrip("-").isdigit() for p in parts):
@@ -140,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from rvc_lora.report import find_job_dirs
 
-            for cmd in eval_commands(find_job_dirs([runs]), py):
-                _run(cmd, dry_run=False)
+            run_side_by_side(eval_commands(find_job_dirs([runs]), py), jobs, env)
     else:
         print("note: no eval.py at the repo root; skipping evaluation (MCD, F0, SECS, PESQ: –)")
 

@@ -98,6 +98,21 @@ def test_eval_hook_runs_per_job_only_when_eval_py_exists(driver, tmp_path, capsy
     assert driver.eval_commands(jobs, "py") == [["py", "eval.py", f"run_dir={tmp_path / 'b'}"]]
 
 
+def test_evals_run_side_by_side_and_a_failure_names_its_command(driver, tmp_path, capsys):
+    driver.ROOT = tmp_path
+    marks = [tmp_path / f"done{i}" for i in range(3)]
+    ok = [[sys.executable, "-c", f"open({str(m)!r}, 'w'); print('scored {i}')"] for i, m in
+          enumerate(marks)]  # fmt: skip
+    driver.run_side_by_side(ok, 2, None)
+    out = capsys.readouterr().out
+    assert all(m.is_file() for m in marks)
+    assert out.index("scored 0") < out.index("scored 1") < out.index("scored 2")  # in order
+    bad = [sys.executable, "-c", "import sys; sys.exit('no eval for you')"]
+    with pytest.raises(SystemExit, match=r"failed \(exit 1\): .* -c"):
+        driver.run_side_by_side([ok[0], bad], 2, None)
+    assert "no eval for you" in capsys.readouterr().err
+
+
 def test_bad_seeds_fail_in_one_line(driver) -> None:
     with pytest.raises(SystemExit, match="seeds: expected comma-separated integers"):
         driver.main(["--dry-run", "--seeds", "zero"])
