@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq \
-	reproduce-paper-table demo-corpus pretrain-tiny
+	reproduce-paper-table lr-grid demo-corpus pretrain-tiny
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ SEEDS ?= 0
 PROFILE ?= tiny
 reproduce-paper-table: install ## sweep, evaluate and report the paper table (SEEDS=0,1 PROFILE=full)
 	$(PY) scripts/reproduce_paper_table.py --seeds "$(SEEDS)" --profile "$(PROFILE)"
+
+LRS ?= 5e-4,1e-3,2e-3,4e-3,8e-3
+lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=..., SEEDS=0)
+	$(PY) scripts/reproduce_paper_table.py --lrs "$(LRS)" --seeds "$(SEEDS)" --profile "$(PROFILE)"
 
 readme-tables: install ## regenerate the generated tables in README.md
 	$(PY) scripts/lora_size_table.py --readme README.md

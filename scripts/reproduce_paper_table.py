@@ -2,6 +2,7 @@
 
     python scripts/reproduce_paper_table.py [--seeds 0,1] [--profile tiny|full] [--dry-run]
     make reproduce-paper-table [SEEDS=0,1] [PROFILE=full]
+    make lr-grid [LRS=5e-4,1e-3,2e-3,4e-3,8e-3] [SEEDS=0]   # --lrs: the learning-rate grid
 
 1. ``train.py -m experiment=paper_table +variant=full,decoder_r4,...,all_r32`` (``configs/variant/``:
    full fine-tuning, and LoRA ranks 4/8/16/32 on the ``decoder`` and ``all`` presets) for every
@@ -13,6 +14,10 @@
    ``eval.py`` exists at the repo root (otherwise skipped with a note: the table then shows –
    for MCD, F0, SECS, PESQ).
 3. ``python -m rvc_lora.report <out>/runs --out <out>``.
+
+``--lrs`` runs the grid that chose the table's learning rates instead (``experiment/paper_table``
+and ``variant/full``): full fine-tuning and the rank-8 ``decoder`` and ``all`` adapters at each
+rate, into ``outputs/lr_grid/`` (the report tells the rates apart: ``lora r8 all lr=0.004``).
 
 Profiles: ``tiny`` (default) is the tiny model on the demo corpus on CPU, minutes per job;
 ``full`` is ``model=v2_40k`` with RVC's real weights (``features=default``, pretrained G/D from
@@ -55,18 +60,32 @@ NEEDS: dict[str, list[str]] = {
 }
 
 
+LR_GRID_VARIANTS = ["full", "decoder_r8", "all_r8"]
+
+
 def variants() -> list[str]:
     """``configs/variant/`` options: full fine-tuning first, then LoRA by preset and rank."""
     return ["full"] + [f"{p}_r{r}" for p in PRESETS.split(",") for r in RANKS.split(",")]
 
 
-def sweep_command(seeds: str, profile: str, runs: Path, python: str, jobs: int) -> list[str]:
+def sweep_command(
+    seeds: str, profile: str, runs: Path, python: str, jobs: int, lrs: str | None = None
+) -> list[str]:
     """One Hydra multirun over every variant and seed. With ``jobs`` > 1, Hydra's joblib
-    launcher runs that many jobs side by side, so every variant is timed under the same load."""
+    launcher runs that many jobs side by side, so every variant is timed under the same load.
+    With ``lrs``, the learning-rate grid instead: full and the rank-8 variants at each rate."""
+    names, subdir = variants(), "${hydra:runtime.choices.variant}_seed${seed}"
+    extra = []
+    if lrs:
+        names, subdir = (
+            LR_GRID_VARIANTS,
+            "${hydra:runtime.choices.variant}_lr${train.lr}_seed${seed}",
+        )
+        extra = [f"train.lr={lrs}"]
     cmd = [
         python, "train.py", "-m", "experiment=paper_table", *PROFILES[profile],
-        f"+variant={','.join(variants())}", f"seed={seeds}", f"hydra.sweep.dir={runs}",
-        "hydra.sweep.subdir=${hydra:runtime.choices.variant}_seed${seed}",
+        f"+variant={','.join(names)}", *extra, f"seed={seeds}", f"hydra.sweep.dir={runs}",
+        f"hydra.sweep.subdir={subdir}",
     ]  # fmt: skip
     if jobs > 1:
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
@@ -126,13 +145,31 @@ def _check_seeds(seeds: str) -> str:
     return ",".join(parts)
 
 
+def _check_lrs(lrs: str) -> str:
+    parts = [s.strip() for s in lrs.split(",")]
+    try:
+        ok = all(float(p) > 0 for p in parts)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SystemExit(
+            f"lrs: expected comma-separated positive numbers like 5e-4,1e-3, got {lrs!r}"
+        )
+    return ",".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default=os.environ.get("SEEDS") or "0", help="e.g. 0 or 0,1")
     ap.add_argument(
         "--profile", default=os.environ.get("PROFILE") or "tiny", choices=sorted(PROFILES)
     )
-    ap.add_argument("--out", type=Path, default=Path("outputs/paper_table"))
+    ap.add_argument(
+        "--lrs",
+        default=os.environ.get("LRS") or None,
+        help="learning-rate grid instead of the table, e.g. 5e-4,1e-3 (default out: outputs/lr_grid)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="default: outputs/paper_table")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument(
         "--jobs",
@@ -142,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     seeds = _check_seeds(args.seeds)
-    out = args.out if args.out.is_absolute() else ROOT / args.out
+    lrs = _check_lrs(args.lrs) if args.lrs else None
+    out = args.out or Path("outputs/lr_grid" if lrs else "outputs/paper_table")
+    out = out if out.is_absolute() else ROOT / out
     runs, py = out / "runs", sys.executable
 
     missing = [p for p in NEEDS.get(args.profile, []) if not (ROOT / p).is_file()]
@@ -155,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = 1 if args.profile == "full" else max(args.jobs, 1)  # one GPU: one job at a time
     # Two 2-thread jobs on 2 cores stall each other far more than they gain: one thread each.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else None
-    _run(sweep_command(seeds, args.profile, runs, py, jobs), args.dry_run, env)
+    _run(sweep_command(seeds, args.profile, runs, py, jobs, lrs), args.dry_run, env)
 
     if (ROOT / "eval.py").is_file():
         if args.dry_run:

@@ -68,6 +68,17 @@ def test_dry_run_prints_one_sweep_over_every_variant_and_the_report(
     assert not any("launcher" in a for a in sweep)
 
 
+def test_lr_grid_sweeps_the_rates_over_full_and_rank8(driver, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("LRS", raising=False)
+    sweep, report = commands(driver, capsys, ["--lrs", "5e-4, 4e-3", "--jobs", "2"])
+    assert "+variant=full,decoder_r8,all_r8" in sweep and "train.lr=5e-4,4e-3" in sweep
+    assert "hydra.sweep.subdir=${hydra:runtime.choices.variant}_lr${train.lr}_seed${seed}" in sweep
+    runs = next(a for a in sweep if a.startswith("hydra.sweep.dir=")).split("=", 1)[1]
+    assert Path(runs).parts[-3:] == ("outputs", "lr_grid", "runs") and report[3] == runs
+    with pytest.raises(SystemExit, match="lrs: expected comma-separated positive numbers"):
+        driver.main(["--dry-run", "--lrs", "fast"])
+
+
 def test_seeds_and_full_profile_from_environment(driver, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SEEDS", "0, 1")
     monkeypatch.setenv("PROFILE", "full")
