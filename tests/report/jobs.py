@@ -111,11 +111,13 @@ def paper_jobs(root: Path) -> list[Path]:
             peak_memory_mb=1210.0,
             curve=(3.10, 2.70, 2.40, 2.30, 2.32, 2.35),
             eval_metrics=EVAL,
+            config={"train": {"lr": 2e-3}},
         ),
         write_job(
             root,
             "lora_r8_decoder",
             eval_metrics={**EVAL, "mcd_db": 6.30, "secs_target": 0.780, "pesq": 1.70},
+            config={"train": {"lr": 4e-3}},
         ),
         write_job(
             root,

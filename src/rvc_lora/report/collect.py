@@ -56,6 +56,7 @@ class Row:
     model: str
     preset: str | None = None
     rank: int | None = None
+    lr: float | None = None  # train.lr of the job's config
     alpha: float | None = None
     flags: tuple[str, ...] = ()  # "dora", "rslora": part of the variant name
     seed: int | None = None
@@ -175,6 +176,7 @@ def read_job(run_dir: str | os.PathLike[str]) -> Row:
         mode=mode,
         model=str(model.get("preset", "?")),
         seed=_int(config.get("seed")),
+        lr=_number((config.get("train") or {}).get("lr")),
         config=_flatten(config),
         trainable_g=_int(metrics.get("params_trainable_g", counts.get("trainable_g"))),
         total_g=_int(metrics.get("params_total_g", counts.get("total_g"))),

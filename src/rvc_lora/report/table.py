@@ -40,6 +40,7 @@ MEASURED = (
 NUMERIC = (
     "rank",
     "alpha",
+    "lr",
     "n_seeds",
     "trainable_params",
     "generator_params",
@@ -79,6 +80,7 @@ def run_record(row: Row, relative_to: str | os.PathLike[str] | None = None) -> R
         "seed": "" if row.seed is None else str(row.seed),
         "rank": row.rank,
         "alpha": row.alpha,
+        "lr": row.lr,
         "n_seeds": 1,
         "trainable_params": row.trainable_g,
         "generator_params": row.generator_params,
@@ -105,7 +107,8 @@ def run_record(row: Row, relative_to: str | os.PathLike[str] | None = None) -> R
 def mean_record(runs: Sequence[Record]) -> Record:
     """Means (and sample standard deviations) over the runs of one variant."""
     first = runs[0]
-    rec: Record = {k: first[k] for k in ("variant", "model", "mode", "preset", "rank", "alpha")}
+    keys = ("variant", "model", "mode", "preset", "rank", "alpha", "lr")
+    rec: Record = {k: first[k] for k in keys}
     rec["kind"] = "mean"
     seeds = sorted({r["seed"] for r in runs if r["seed"] != ""}, key=_seed_order)
     rec["seed"] = " ".join(seeds)
@@ -233,6 +236,7 @@ MD_COLUMNS: tuple[tuple[str, str, Callable[[float], str] | None], ...] = (
     ("variant", "variant", None),
     ("preset", "preset", None),
     ("rank", "rank", lambda x: f"{x:.0f}"),
+    ("lr", "lr", lambda x: f"{x:g}"),
     ("seed", "seed", None),
     ("trainable params", "trainable_params", lambda x: f"{x:,.0f}"),
     ("% of G", "pct_g", lambda x: f"{x:.2f}%"),
