@@ -45,6 +45,7 @@ def test_dry_run_prints_one_sweep_over_every_variant_and_the_report(
     monkeypatch.delenv("SEEDS", raising=False)
     monkeypatch.delenv("PROFILE", raising=False)
     monkeypatch.delenv("JOBS", raising=False)
+    monkeypatch.delenv("LRS", raising=False)
     sweep, report = commands(driver, capsys, ["--out", str(tmp_path / "pt"), "--jobs", "2"])
     assert sweep[:4] == [sys.executable, "train.py", "-m", "experiment=paper_table"]
     variants = next(a for a in sweep if a.startswith("+variant=")).split("=")[1].split(",")
