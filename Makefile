@@ -57,7 +57,7 @@ PROFILE ?= tiny
 reproduce-paper-table: install ## sweep, evaluate and report the paper table (SEEDS=0,1 PROFILE=full)
 	$(PY) scripts/reproduce_paper_table.py --seeds "$(SEEDS)" --profile "$(PROFILE)"
 
-LRS ?= 5e-4,1e-3,2e-3,4e-3,8e-3
+LRS ?= 2e-4,5e-4,1e-3,2e-3,4e-3,8e-3
 lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=..., SEEDS=0)
 	$(PY) scripts/reproduce_paper_table.py --lrs "$(LRS)" --seeds "$(SEEDS)" --profile "$(PROFILE)"
 

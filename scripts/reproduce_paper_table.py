@@ -2,7 +2,7 @@
 
     python scripts/reproduce_paper_table.py [--seeds 0,1] [--profile tiny|full] [--dry-run]
     make reproduce-paper-table [SEEDS=0,1] [PROFILE=full]
-    make lr-grid [LRS=5e-4,1e-3,2e-3,4e-3,8e-3] [SEEDS=0]   # --lrs: the learning-rate grid
+    make lr-grid [LRS=2e-4,5e-4,1e-3,2e-3,4e-3,8e-3] [SEEDS=0]   # --lrs: the learning-rate grid
 
 1. ``train.py -m experiment=paper_table +variant=full,decoder_r4,...,all_r32`` (``configs/variant/``:
    full fine-tuning, and LoRA ranks 4/8/16/32 on the ``decoder`` and ``all`` presets) for every
