@@ -56,7 +56,6 @@ class Row:
     model: str
     preset: str | None = None
     rank: int | None = None
-    lr: float | None = None  # train.lr of the job's config
     alpha: float | None = None
     flags: tuple[str, ...] = ()  # "dora", "rslora": part of the variant name
     seed: int | None = None
@@ -88,6 +87,12 @@ class Row:
         if self.mode == "full":
             return " ".join(["full", *self.settings])
         return " ".join(["lora", f"r{self.rank}", str(self.preset), *self.flags, *self.settings])
+
+    @property
+    def lr(self) -> float | None:
+        """``train.lr`` of the job's config."""
+        value = self.config.get("train.lr")
+        return None if value is None else _number(yaml.safe_load(value))
 
     @property
     def pct_g(self) -> float | None:
@@ -176,7 +181,6 @@ def read_job(run_dir: str | os.PathLike[str]) -> Row:
         mode=mode,
         model=str(model.get("preset", "?")),
         seed=_int(config.get("seed")),
-        lr=_number((config.get("train") or {}).get("lr")),
         config=_flatten(config),
         trainable_g=_int(metrics.get("params_trainable_g", counts.get("trainable_g"))),
         total_g=_int(metrics.get("params_total_g", counts.get("total_g"))),
