@@ -80,7 +80,7 @@ def mel_figure(path: Path, signals: dict[str, tuple[np.ndarray, int]]) -> None:
 
 def score(converted: Path, source: Path, target: Path, references: list[Path]) -> dict[str, float]:
     """MCD, F0 and speaker similarity of the conversion, plus the source's own similarity."""
-    from rvc_lora.data.audio import load_audio
+    from rvc_lora.audio import load_audio
     from rvc_lora.metrics import reference_embedding, score_pair, speaker_embedding
 
     sr = 16_000
@@ -119,7 +119,7 @@ def main() -> None:
 
     print("== scoring")
     scores = score(converted, source, target, references)
-    from rvc_lora.data.audio import load_audio
+    from rvc_lora.audio import load_audio
     from rvc_lora.utils.atomic import atomic_write_text
 
     metrics_path = out / "metrics.json"

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvc_lora.data.audio import (
-    AudioError,
-    chunk_spans,
-    find_audio_files,
-    highpass,
-    load_audio,
-    normalize_chunk,
-)
+from rvc_lora.audio import AudioError, find_audio_files, load_audio
+from rvc_lora.data.audio import chunk_spans, highpass, normalize_chunk
 from rvc_lora.data.synthetic import voiced
 
 
@@ -130,7 +124,7 @@ def test_mp3_loads(tmp_path) -> None:
 
 
 def test_fallback_decoder_missing_gives_a_fix(tmp_path, monkeypatch) -> None:
-    import rvc_lora.data.audio as audio
+    import rvc_lora.audio as audio
 
     path = tmp_path / "voice.m4a"
     path.write_bytes(b"\x00\x00\x00\x18ftypM4A " + b"\x00" * 64)

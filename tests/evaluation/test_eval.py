@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rvc_lora.data.audio import load_audio
+from rvc_lora.audio import load_audio
 from rvc_lora.evaluation.corpus import EvalError, pair_utterances
 from rvc_lora.evaluation.run import run
 from rvc_lora.evaluation.summary import flat_summary

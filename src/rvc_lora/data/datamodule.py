@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rvc_lora.data.audio import find_audio_files
+from rvc_lora.audio import find_audio_files
 from rvc_lora.data.cache import read_entry
 from rvc_lora.data.features_cache import (
     FeatureCacheBuilder,

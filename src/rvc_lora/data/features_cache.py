@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rvc_lora.data.audio import AudioError
+from rvc_lora.audio import AudioError
 from rvc_lora.data.cache import read_entry, read_json, settings_hash, write_entry, write_json
 from rvc_lora.data.preprocess import PrepSettings, slice_recording
 from rvc_lora.features.weights import file_sha256

@@ -6,14 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rvc_lora.data.audio import (
-    AudioError,
-    chunk_spans,
-    highpass,
-    load_audio,
-    normalize_chunk,
-    resample,
-)
+from rvc_lora.audio import AudioError, load_audio, resample
+from rvc_lora.data.audio import chunk_spans, highpass, normalize_chunk
 from rvc_lora.data.slicer import SlicerConfig, slice_audio
 
 CONTENT_SR = 16000  # HuBERT and every F0 method run at 16 kHz

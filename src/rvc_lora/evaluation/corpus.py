@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rvc_lora.data.audio import find_audio_files
+from rvc_lora.audio import find_audio_files
 from rvc_lora.utils.errors import RvcLoraError
 
 

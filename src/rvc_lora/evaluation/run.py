@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from rvc_lora.data.audio import AudioError, load_audio
+from rvc_lora.audio import AudioError, load_audio
 from rvc_lora.evaluation.corpus import EvalError, Utterance, audio_files, pair_utterances
 from rvc_lora.evaluation.summary import finite_or_none, flat_summary
 from rvc_lora.evaluation.voice import Voice, load_voice, resolve_artifact

@@ -290,7 +290,7 @@ def load_corpus(
     root: Path, voices: Sequence[str] | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
     """``root/<voice>/<sentence>.flac|wav`` -> voice -> sentence -> 16 kHz float32 waveform."""
-    from rvc_lora.data.audio import load_audio
+    from rvc_lora.audio import load_audio
 
     corpus: dict[str, dict[str, np.ndarray]] = {}
     for voice_dir in sorted(p for p in root.iterdir() if p.is_dir()):

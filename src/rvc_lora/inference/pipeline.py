@@ -216,7 +216,7 @@ class ConversionPipeline:
             out = change_rms(audio, SR_IN, out, tgt_sr, opts.rms_mix_rate)
         sr = tgt_sr
         if opts.resample_sr and opts.resample_sr != tgt_sr:
-            from rvc_lora.data.audio import resample
+            from rvc_lora.audio import resample
 
             out, sr = resample(out, tgt_sr, int(opts.resample_sr)), int(opts.resample_sr)
         peak = float(np.abs(out).max()) / OUTPUT_PEAK if out.size else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
-from rvc_lora.data.audio import AudioError, find_audio_files, load_audio
+from rvc_lora.audio import AudioError, find_audio_files, load_audio
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import RvcLoraError
 

@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from rvc_lora.data.audio import resample
+from rvc_lora.audio import resample
 
 PESQ_SR = 16000  # PESQ wide-band, resemblyzer and RVC's F0 extractors all work at 16 kHz
 
