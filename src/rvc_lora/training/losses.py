@@ -7,8 +7,10 @@ and their squares lose accuracy there.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 
 def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -50,3 +52,44 @@ def kl_loss(
     z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
     kl = logs_p - logs_q - 0.5 + 0.5 * ((z_p - m_p) ** 2) * torch.exp(-2.0 * logs_p)
     return torch.sum(kl * z_mask) / torch.sum(z_mask)
+
+
+class GeneratorLosses(NamedTuple):
+    """The generator's loss and its unweighted terms (scalars, for logging)."""
+
+    total: torch.Tensor
+    gen: torch.Tensor
+    fm: torch.Tensor
+    mel: torch.Tensor
+    kl: torch.Tensor
+
+
+def generator_total(
+    fake: Sequence[torch.Tensor],
+    fmap_real: Sequence[Sequence[torch.Tensor]],
+    fmap_fake: Sequence[Sequence[torch.Tensor]],
+    y_mel: torch.Tensor,
+    y_hat_mel: torch.Tensor,
+    z_p: torch.Tensor,
+    logs_q: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    z_mask: torch.Tensor,
+    *,
+    c_mel: float,
+    c_kl: float,
+) -> GeneratorLosses:
+    """RVC's generator loss: adv + fm + c_mel · L1(mel) + c_kl · KL (RVC: c_mel 45, c_kl 1).
+
+    Args:
+        fake: D's logits on ŷ, one per member discriminator.
+        fmap_real, fmap_fake: D's feature maps on y and ŷ.
+        y_mel, y_hat_mel: target and generated log-mel ``[B, M, T]``.
+        z_p, logs_q, m_p, logs_p, z_mask: see :func:`kl_loss`.
+        c_mel, c_kl: the weights; keyword-only so a caller cannot swap them.
+    """
+    gen = generator_loss(fake)
+    fm = feature_loss(fmap_real, fmap_fake)
+    mel = F.l1_loss(y_mel, y_hat_mel)
+    kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask)
+    return GeneratorLosses(gen + fm + c_mel * mel + c_kl * kl, gen, fm, mel, kl)

@@ -16,7 +16,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import OmegaConf
 from torch import nn
@@ -29,7 +28,7 @@ from rvc_lora.models.presets import PRESETS, SynthConfig
 from rvc_lora.models.synthesizer import Synthesizer
 from rvc_lora.spectral import mel_spectrogram, spec_to_mel
 from rvc_lora.training.callbacks import log_media, mel_image
-from rvc_lora.training.losses import discriminator_loss, feature_loss, generator_loss, kl_loss
+from rvc_lora.training.losses import discriminator_loss, generator_total
 from rvc_lora.training.quality import ValQuality
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.determinism import seed_step
@@ -346,11 +345,12 @@ class VoiceConversionModule(L.LightningModule):
             self.toggle_optimizer(opt_g)  # no D gradients from the G loss
         try:
             _, fake, fmap_real, fmap_fake = self.discriminator(y, y_hat)
-            loss_gen = generator_loss(fake)
-            loss_fm = feature_loss(fmap_real, fmap_fake)
-            loss_mel = F.l1_loss(y_mel, y_hat_mel)
-            loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask)
-            loss_g = loss_gen + loss_fm + self.c_mel * loss_mel + self.c_kl * loss_kl
+            loss_g, loss_gen, loss_fm, loss_mel, loss_kl = generator_total(
+                *(fake, fmap_real, fmap_fake, y_mel, y_hat_mel),
+                *(z_p, logs_q, m_p, logs_p, z_mask),
+                c_mel=self.c_mel,
+                c_kl=self.c_kl,
+            )
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
