@@ -1,8 +1,14 @@
-"""Cache entries round-trip, and damaged entries are detected, removed and reported as absent."""
+"""Cache entries round-trip; damaged entries read as absent (never deleted by a reader); transient
+I/O errors propagate; temp files of killed jobs are cleaned up."""
 
 from __future__ import annotations
 
+import errno
+import os
+import time
+
 import numpy as np
+import pytest
 
 from rvc_lora.data.cache import read_entry, settings_hash, write_entry
 
@@ -22,7 +28,7 @@ def test_corrupted_entry_is_rebuilt_not_used(tmp_path) -> None:
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the array data
     path.write_bytes(bytes(data))
     assert read_entry(path) is None
-    assert not path.exists()
+    assert path.exists()  # a reader never deletes: the extraction path rewrites it
 
 
 def test_truncated_and_foreign_entries_read_as_absent(tmp_path) -> None:
@@ -38,3 +44,34 @@ def test_settings_hash_changes_with_any_setting() -> None:
     base = {"sr": 40000, "f0_method": "rmvpe"}
     assert settings_hash(base) == settings_hash(dict(reversed(list(base.items()))))
     assert settings_hash(base) != settings_hash({**base, "f0_method": "harvest"})
+
+
+def test_transient_os_error_propagates_and_keeps_the_entry(tmp_path, monkeypatch) -> None:
+    import rvc_lora.data.cache as cache
+
+    path = write_entry(tmp_path / "a.npz", {"x": np.ones(10, np.float32)})
+
+    def too_many_files(*_a, **_k):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(cache.np, "load", too_many_files)
+    with pytest.raises(OSError) as info:
+        read_entry(path)
+    assert info.value.errno == errno.EMFILE
+    monkeypatch.undo()
+    assert path.is_file() and np.array_equal(read_entry(path)["x"], np.ones(10, np.float32))
+
+
+def test_stale_temp_files_are_removed_when_the_cache_is_opened(tmp_path) -> None:
+    from rvc_lora.data.cache import STALE_TMP_SECONDS, remove_stale_temp_files
+
+    (tmp_path / "features").mkdir()
+    old = tmp_path / "features" / ".a.npz.x1.tmp"
+    fresh = tmp_path / "features" / ".b.npz.x2.tmp"
+    keep = write_entry(tmp_path / "features" / "c.npz", {"x": np.ones(3, np.float32)})
+    for p in (old, fresh):
+        p.write_bytes(b"half an entry")
+    past = time.time() - STALE_TMP_SECONDS - 5
+    os.utime(old, (past, past))
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert not old.exists() and fresh.exists() and keep.exists()

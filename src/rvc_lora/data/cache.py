@@ -3,17 +3,23 @@
 Every entry is an ``.npz`` holding its arrays plus a sha256 of their bytes. Entries are keyed by
 the hash of the source audio bytes and of every setting that changes the result, so a changed
 file or setting makes a new key instead of reusing a stale entry. A missing, truncated or
-corrupted entry reads as absent and is rebuilt. Writes are atomic (temp file, then rename).
+corrupted entry reads as absent and the extraction path rebuilds it (under a per-entry lock, so
+parallel jobs extract it once). Readers never delete: a transient I/O error (EMFILE in one job of
+a multirun) propagates instead of destroying an entry that other jobs are reading. Writes are
+atomic (temp file, then rename); temp files of killed jobs are removed when the cache is opened.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +27,20 @@ from typing import Any
 import numpy as np
 
 from rvc_lora.utils.atomic import atomic_path
+from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
 _CHECKSUM = "__sha256__"
+_KEY = "__key__"
+# A cache write takes well under a second and keeps touching its temp file; one untouched for an
+# hour belongs to a killed job (a merely paused writer would fail loudly at its rename).
+STALE_TMP_SECONDS = 3600.0
+
+Check = Callable[[Mapping[str, np.ndarray]], "str | None"]
+
+
+class CacheError(RvcLoraError, ValueError):
+    """A cache entry that training needs is missing or damaged; the message names it and the fix."""
 
 
 def settings_hash(settings: Any) -> str:
@@ -44,34 +61,129 @@ def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_entry(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write ``arrays`` and their checksum to ``path`` (``.npz``) atomically."""
+def write_entry(
+    path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], key: str | None = None
+) -> Path:
+    """Write ``arrays`` (and ``key``, if given) with their checksum to ``path`` atomically."""
     payload = {k: np.asarray(v) for k, v in arrays.items()}
+    if key is not None:
+        payload[_KEY] = np.array(key)
     payload[_CHECKSUM] = np.array(_arrays_sha256(payload))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **payload)
     return Path(path)
 
 
-def read_entry(path: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
-    """The arrays of a valid entry, or ``None`` (missing, unreadable or checksum mismatch).
+def entry_problem(
+    path: str | os.PathLike[str], key: str | None = None, check: Check | None = None
+) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """``(arrays, None)`` for a valid entry, ``(None, why)`` for a missing or damaged one.
 
-    A damaged entry is deleted so that the next build replaces it.
+    Raises:
+        OSError: an I/O error that says nothing about the entry (e.g. EMFILE, EIO): the caller
+            retries or fails, and the entry stays on disk.
     """
     path = Path(path)
     if not path.is_file():
-        return None
+        return None, "missing"
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        stored = str(arrays.pop(_CHECKSUM))
-        if stored != _arrays_sha256(arrays):
-            raise ValueError("checksum mismatch")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log.warning("cache entry %s is damaged (%s); rebuilding it", path, exc)
-        path.unlink(missing_ok=True)
-        return None
+    except OSError as exc:
+        if exc.errno is not None:  # the system failed, not the file's format
+            raise
+        return None, f"not an entry ({exc})"
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile, IndexError) as exc:
+        return None, f"not an entry ({type(exc).__name__}: {exc})"
+    stored = arrays.pop(_CHECKSUM, None)
+    if stored is None or stored.shape != () or stored.dtype.kind != "U":
+        return None, "no checksum"
+    if str(stored) != _arrays_sha256(arrays):
+        return None, "checksum mismatch"
+    stored_key = arrays.pop(_KEY, None)
+    if key is not None and (stored_key is None or str(stored_key) != key):
+        return None, "written for another key"
+    problem = check(arrays) if check is not None else None
+    if problem:
+        return None, problem
+    return arrays, None
+
+
+def read_entry(
+    path: str | os.PathLike[str], key: str | None = None, check: Check | None = None
+) -> dict[str, np.ndarray] | None:
+    """The arrays of a valid entry, or ``None`` (missing or damaged: rebuild it).
+
+    Never deletes anything; transient I/O errors propagate (see :func:`entry_problem`).
+    """
+    arrays, problem = entry_problem(path, key, check)
+    if problem is not None and problem != "missing":
+        log.warning("cache entry %s is damaged (%s); rebuilding it", path, problem)
     return arrays
+
+
+def load_entry(
+    path: str | os.PathLike[str],
+    key: str | None = None,
+    check: Check | None = None,
+    retries: int = 3,
+) -> dict[str, np.ndarray]:
+    """The arrays of a valid entry, for readers that cannot rebuild it (training).
+
+    Transient I/O errors are retried a few times (a multirun sharing the machine can briefly
+    run out of file handles); the entry is never deleted.
+
+    Raises:
+        CacheError: missing or damaged entry, or an I/O error that persists.
+    """
+    for attempt in range(retries + 1):
+        try:
+            arrays, problem = entry_problem(path, key, check)
+            break
+        except OSError as exc:
+            if attempt == retries:
+                raise CacheError(
+                    f"{path}: cannot read cache entry ({exc.strerror or exc}); "
+                    f"check free file handles and disk, then resume the run"
+                ) from None
+            time.sleep(0.05 * 4**attempt)
+    if problem is not None:
+        raise CacheError(
+            f"{path}: cache entry {problem}; run the preparation again "
+            f"(python -m rvc_lora.data.prepare) to rebuild it"
+        )
+    assert arrays is not None
+    return arrays
+
+
+@contextlib.contextmanager
+def entry_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Exclusive lock on ``path`` across processes (``flock`` on ``<path>.lock``).
+
+    The lock file is never removed: deleting it would let two jobs lock different files.
+    """
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> int:
+    """Delete temp files of killed writers under ``root``; returns how many."""
+    removed = 0
+    cutoff = time.time() - STALE_TMP_SECONDS
+    for tmp in Path(root).rglob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    if removed:
+        log.info("removed %d temp files left by killed jobs under %s", removed, root)
+    return removed
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
