@@ -25,6 +25,8 @@ from rvc_lora.features.weights import file_sha256
 from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
+# RVC median-filters harvest F0 only at conversion; its training extraction is unfiltered.
+TRAIN_F0_FILTER = 0
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class _FileJobs(Dataset):
                 wav16k = arrays["wav16k"]
                 record["wav16k"] = wav16k
                 if self.f0_method != "rmvpe":  # RMVPE is a network: main process, maybe GPU
-                    record["f0"] = compute_f0(wav16k, self.f0_method)
+                    record["f0"] = compute_f0(wav16k, self.f0_method, filter_radius=TRAIN_F0_FILTER)
             chunks.append(record)
         return {"source": rel, "chunks": chunks, "sliced": sliced}
 
@@ -170,6 +172,7 @@ class FeatureCacheBuilder:
             "sr": self.prep.sr,
             "encoder": weights_identity(f.encoder_path, "content encoder"),
             "backend": f.backend,
+            "f0_filter_radius": TRAIN_F0_FILTER,  # entries of the filtered era are rebuilt
         }
         if f.f0_method == "rmvpe":
             ident["rmvpe"] = weights_identity(f.rmvpe_path, "RMVPE")
