@@ -112,3 +112,34 @@ def test_claims_section_lists_every_claim() -> None:
         "| (a) 89% less storage for 10 voices | 90.0% less (3.00 MB vs 30.00 MB) | held |" in lines
     )
     assert sum(line.startswith("- (") for line in lines) == 4
+
+
+EPS = 1e-4
+
+
+def test_storage_threshold_both_sides() -> None:
+    full = {**FULL, "storage_10_mb": 100.0}
+    assert storage_claim(full, {**LORA, "storage_10_mb": 11.0}).verdict == HELD  # exactly 89%
+    assert storage_claim(full, {**LORA, "storage_10_mb": 11.0 - EPS}).verdict == HELD
+    assert storage_claim(full, {**LORA, "storage_10_mb": 11.0 + EPS}).verdict == NOT_HELD
+
+
+def test_time_thresholds_both_sides() -> None:
+    full = {**FULL, "step_time_s": 1.0}
+    assert time_claim(full, {**LORA, "step_time_s": 0.60}).verdict == HELD  # exactly 60%
+    above = time_claim(full, {**LORA, "step_time_s": 0.60 + EPS})
+    assert above.verdict == NOT_HELD and "above the claimed 50-60%" in above.sentence
+    top = time_claim(full, {**LORA, "step_time_s": 0.60 - EPS})
+    assert top.verdict == HELD and "within the claimed 50-60%" in top.sentence
+    low = time_claim(full, {**LORA, "step_time_s": 0.50 + EPS})
+    assert low.verdict == HELD and "within the claimed 50-60%" in low.sentence
+    below = time_claim(full, {**LORA, "step_time_s": 0.50 - EPS})
+    assert below.verdict == HELD and "below the claimed 50-60%" in below.sentence
+
+
+def test_quality_threshold_both_sides() -> None:
+    lora = {**LORA, "mcd_db": 10.0}
+    full = {**FULL, "secs_target": None}
+    assert quality_claim({**full, "mcd_db": 9.5}, lora).verdict == HELD  # exactly 95%
+    assert quality_claim({**full, "mcd_db": 9.5 + EPS * 10}, lora).verdict == HELD
+    assert quality_claim({**full, "mcd_db": 9.5 - EPS * 10}, lora).verdict == NOT_HELD
