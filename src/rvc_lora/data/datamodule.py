@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rvc_lora.audio import find_audio_files
-from rvc_lora.data.cache import read_entry
+from rvc_lora.data.cache import load_entry
 from rvc_lora.data.features_cache import (
     FeatureCacheBuilder,
     FeatureSettings,
@@ -70,12 +70,8 @@ class VoiceDataset(Dataset):
     def __getitem__(self, key: int | ItemKey) -> dict[str, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.items[index]
-        audio, feats = read_entry(item.slice_path), read_entry(item.feature_path)
-        if audio is None or feats is None:
-            raise RuntimeError(
-                f"cache entry of {item.source} vanished or is damaged; run the "
-                f"preparation again (python -m rvc_lora.data.prepare)"
-            )
+        # Never deletes: other jobs may be reading the same entries (CacheError if damaged).
+        audio, feats = load_entry(item.slice_path), load_entry(item.feature_path)
         hop = self.spec.hop_length
         phone = np.repeat(feats["feats"].astype(np.float32), 2, axis=0)  # 50 -> 100 frames/s
         t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
