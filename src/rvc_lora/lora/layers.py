@@ -135,18 +135,32 @@ class LoraLayer(nn.Module):
         # DoRA's (W + dW) / ||W + dW||, and at dW = 0 we recompute the base's own
         # _weight_norm(v, g) bit for bit. Merging then writes (v + c*dW, m) as the new (v, g).
         v, g, dim = self._decomposition()
-        safe_g = torch.where(g == 0, torch.ones_like(g), g)  # dead channels: avoid inf
-        c = torch.norm_except_dim(v, 2, dim) / safe_g
-        return v + c * self.delta_weight(), self.lora_magnitude.view(g.shape), dim
+        m = self.lora_magnitude.view(g.shape)
+        if self.wn_kind == "plain":
+            return v + self.delta_weight(), m, dim  # v is W itself: c = 1, even where W = 0
+        # Where g = 0, W = 0 and no finite c exists; DoRA's direction there is dW's own.
+        dead = g == 0
+        c = torch.norm_except_dim(v, 2, dim) / torch.where(dead, 1.0, g)
+        dw = self.delta_weight()
+        return torch.where(dead, dw, v + c * dw), m, dim
 
     def effective_weight(self) -> torch.Tensor:
         """Weight the adapted layer computes with (before any merge)."""
         if self.use_dora:
             v_new, m, dim = self._dora_direction()
+            norm = torch.norm_except_dim(v_new, 2, dim)
+            # A zero channel (dead W and dW = 0) has no direction: it stays zero. The guard is
+            # `where(norm == 0, 1, norm)` rather than a clamp at some eps (as peft does): it
+            # changes nothing for any non-zero norm in any dtype (an eps of 1e-12 underflows
+            # in fp16, a larger one alters small channels), and 0 * (m / 1) is 0 for any m.
+            # Built with `where`, the unguarded branch gets zero gradient, so backward is finite.
+            zero = norm == 0
             if self.wn_kind == "plain":
                 # Same norm op as the magnitude's init, so m / ||W|| == 1 exactly at B = 0.
-                return v_new * (m / torch.norm_except_dim(v_new, 2, dim))
-            return torch._weight_norm(v_new, m, dim)  # the base's own op: exact at B = 0
+                return v_new * (m / torch.where(zero, 1.0, norm))
+            # The base's own op (exact at B = 0), fed a harmless v where it would divide 0 by 0.
+            w = torch._weight_norm(torch.where(zero, 1.0, v_new), m, dim)
+            return torch.where(zero, 0.0, w)
         return self.base_weight() + self.delta_weight()
 
     @torch.no_grad()
@@ -171,17 +185,23 @@ class LoraLayer(nn.Module):
         for role, p in params.items():
             self.register_buffer(f"_orig_{role}", p.detach().clone(), persistent=False)
         if self.use_dora and "g" in params:
-            v_new, m, _ = self._dora_direction()
-            params["v"].copy_(v_new)
-            params["g"].copy_(m)
+            v_new, m, dim = self._dora_direction()
+            self._write_weight_norm(v_new, m, torch.norm_except_dim(v_new, 2, dim) == 0)
         elif "g" in params:
             w_new = self.effective_weight()
-            params["g"].copy_(torch.norm_except_dim(w_new, 2, self.wn_dim))
-            params["v"].copy_(w_new)
+            g_new = torch.norm_except_dim(w_new, 2, self.wn_dim)
+            self._write_weight_norm(w_new, g_new, g_new == 0)
         else:
             params["weight"].copy_(self.effective_weight())
         self._refresh_legacy_cache()
         self.merged = True
+
+    def _write_weight_norm(self, v: torch.Tensor, g: torch.Tensor, zero: torch.Tensor) -> None:
+        # A zero channel written as (v=0, g=0) would make the base's weight norm 0/0 = NaN;
+        # keeping the old v with g = 0 gives the same zero weight.
+        params = self.base_params()
+        params["v"].copy_(torch.where(zero, params["v"], v))
+        params["g"].copy_(torch.where(zero, 0.0, g))
 
     @torch.no_grad()
     def unmerge(self) -> None:
