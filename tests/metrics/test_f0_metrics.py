@@ -29,7 +29,7 @@ def test_scores_on_hand_made_tracks() -> None:
 def test_pitch_shifted_copy(cents: int) -> None:
     ref = vowel_glide(2.0)
     shifted = vowel_glide(2.0, cents=cents)
-    scores = f0_metrics(shifted, ref, SR)  # equal lengths: frame by frame
+    scores = f0_metrics(shifted, ref, SR)  # DTW by default
     assert scores["f0_rmse_cents"] == pytest.approx(cents, abs=5)
     assert scores["f0_corr"] > 0.99
     assert scores["vuv_error"] < 0.02
@@ -38,8 +38,8 @@ def test_pitch_shifted_copy(cents: int) -> None:
 def test_pitch_shifted_and_stretched_copy_is_aligned() -> None:
     ref = vowel_glide(2.0)
     slower = vowel_glide(2.0, cents=300, stretch=1.25)
-    assert aligned_frames(slower, ref, None).shape[0] >= len(slower) // 160
-    scores = f0_metrics(slower, ref, SR)  # lengths differ: DTW
+    assert aligned_frames(slower, ref, True).shape[0] >= len(slower) // 160
+    scores = f0_metrics(slower, ref, SR)  # DTW
     assert scores["f0_rmse_cents"] == pytest.approx(300, abs=10)
     assert scores["f0_corr"] > 0.98
     # Pairing frames one to one instead compares different parts of the glide.
@@ -88,3 +88,19 @@ def test_undefined_values_are_skipped_by_the_metric() -> None:
     result = metric.compute()
     assert result["f0_rmse_cents"].item() == pytest.approx(100, abs=5)
     assert result["vuv_error"].item() == pytest.approx(0.5, abs=0.02)
+
+
+def test_equal_lengths_do_not_mean_aligned() -> None:
+    # Issue 16 bug 10: ``align=None`` paired equal-length signals frame by frame, so the same
+    # glide 0.4 s later scored ~120 cents against itself.
+    glide, rng = vowel_glide(2.0), np.random.default_rng(1)
+    pad = [0.003 * rng.standard_normal(int(s * SR)) for s in (0.2, 0.6, 0.6, 0.2)]
+    ref = np.concatenate([pad[0], glide, pad[1]])
+    late = np.concatenate([pad[2], glide, pad[3]])
+    assert len(late) == len(ref)
+    scores = f0_metrics(late, ref, SR, method="dio")
+    assert scores["f0_rmse_cents"] < 5.0 and scores["vuv_error"] < 0.02
+    frame_by_frame = f0_metrics(late, ref, SR, method="dio", align=False)
+    assert frame_by_frame["f0_rmse_cents"] > 100
+    with pytest.raises(TypeError, match="align must be True"):
+        aligned_frames(late, ref, None)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from rvc_lora.metrics import (
     speaker_similarity_to_set,
 )
 from rvc_lora.metrics.score import lengths_compatible
-from tests.metrics.signals import SR, demo
+from tests.metrics.signals import SR, demo, vowel_glide
 
 
 def test_time_aligned_pair_gets_every_key(caplog: pytest.LogCaptureFixture) -> None:
@@ -68,3 +68,35 @@ def test_lengths_compatible() -> None:
     assert not lengths_compatible(10_000, 10_161, SR)
     assert lengths_compatible(100_000, 101_000, SR)  # 1 %
     assert not lengths_compatible(100_000, 101_100, SR)
+
+
+def _glide_late_by(seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The same voiced glide in two signals of equal length, one ``seconds`` later (noise
+    around it), so the frame counts match but the speech is not on the same time axis."""
+    glide = vowel_glide(2.0)
+    rng = np.random.default_rng(1)
+
+    def pad(s: float) -> np.ndarray:
+        return 0.003 * rng.standard_normal(int(s * SR))
+
+    ref = np.concatenate([pad(0.2), glide, pad(0.2 + seconds)])
+    late = np.concatenate([pad(0.2 + seconds), glide, pad(0.2)])
+    return late, ref
+
+
+def test_equal_length_unaligned_pair_gets_dtw_f0() -> None:
+    # Issue 16 bug 10: equal lengths used to mean frame by frame, so the glide 0.4 s late
+    # scored ~120 cents against itself.
+    late, ref = _glide_late_by(0.4)
+    assert len(late) == len(ref)
+    scores = score_pair(late, ref, SR, f0_method="dio")
+    assert scores["f0_rmse_cents"] < 5.0
+    assert scores["f0_corr"] > 0.99 and scores["vuv_error"] < 0.02
+
+
+def test_time_aligned_pair_scores_f0_frame_by_frame() -> None:
+    late, ref = _glide_late_by(0.4)
+    scores = score_pair(late, ref, SR, f0_method="dio", time_aligned=True)
+    frame_by_frame = f0_metrics(late, ref, SR, method="dio", align=False)
+    assert {k: scores[k] for k in frame_by_frame} == frame_by_frame
+    assert scores["f0_rmse_cents"] > 100  # a half-octave glide 0.4 s off: ~120 cents

@@ -60,18 +60,20 @@ def alignment_features(wav16k: np.ndarray) -> np.ndarray:
 
 
 def aligned_frames(
-    wav16k_converted: np.ndarray, wav16k_reference: np.ndarray, align: bool | None
+    wav16k_converted: np.ndarray, wav16k_reference: np.ndarray, align: bool
 ) -> np.ndarray:
     """Frame pairs ``[L, 2]`` (converted index, reference index) on the 10 ms grid.
 
-    ``align=None`` aligns by DTW only when the frame counts differ; ``True`` always does;
-    ``False`` pairs frames one to one over the shorter utterance.
+    ``align=True`` aligns by DTW; ``False`` pairs frames one to one over the shorter utterance
+    (only for pairs known to share a time axis).
     """
+    if not isinstance(align, bool):
+        # The former ``None`` ("DTW only when the frame counts differ") scored equal-length but
+        # unaligned pairs frame by frame; refuse it rather than guess.
+        raise TypeError(f"align must be True (DTW) or False (frame by frame), got {align!r}")
     n_c, n_r = len(wav16k_converted) // 160, len(wav16k_reference) // 160
     if min(n_c, n_r) == 0:
         raise ValueError("F0 metrics need at least 10 ms of audio in both signals")
-    if align is None:
-        align = n_c != n_r
     if not align:
         n = min(n_c, n_r)
         return np.stack([np.arange(n), np.arange(n)], axis=1)
@@ -84,7 +86,7 @@ def f0_metrics(
     sr: int,
     *,
     method: str = "harvest",
-    align: bool | None = None,
+    align: bool = True,
     f0_min: float = 50.0,
     f0_max: float = 1100.0,
 ) -> dict[str, float]:
@@ -92,10 +94,12 @@ def f0_metrics(
 
     Both are resampled to 16 kHz and tracked by :func:`rvc_lora.features.f0.compute_f0`
     (``method``: ``harvest`` (default, most accurate), ``dio`` or ``pm``; 10 ms frames), then
-    paired frame by frame or along a DTW path on MFCCs (see :func:`aligned_frames`).
+    paired along a DTW path on MFCCs, or frame by frame (see :func:`aligned_frames`).
 
     Args:
         converted, reference: ``[N]`` / ``[M]`` waveforms at ``sr`` (numpy or torch).
+        align: DTW (default); ``False`` only for pairs known to share a time axis, whatever
+            their lengths.
     Returns:
         ``{"f0_rmse_cents", "f0_corr", "vuv_error"}`` as in :func:`f0_scores`.
     """

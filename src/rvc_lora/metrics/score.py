@@ -64,7 +64,8 @@ def score_pair(
     Keys (all floats, see :data:`SCORE_KEYS`):
 
     - ``mcd_db``, ``f0_rmse_cents``, ``f0_corr``, ``vuv_error``: always. MCD is DTW-aligned;
-      the F0 metrics are DTW-aligned when the lengths differ, frame by frame otherwise.
+      the F0 metrics too, unless ``time_aligned=True`` says the pair shares a time axis (equal
+      lengths alone do not: a conversion can have as many frames as an unaligned reference).
     - ``spectral_convergence``, ``log_mel_l1``: only when the signals share a time axis
       (``time_aligned``; by default when :func:`lengths_compatible`). A parallel utterance
       spoken separately is never on the same time axis: these keys are then absent.
@@ -87,7 +88,7 @@ def score_pair(
     conv = as_mono(converted, "converted")
     ref = as_mono(reference, "reference")
     scores: dict[str, float] = {"mcd_db": mel_cepstral_distortion(conv, ref, sr)}
-    scores.update(f0_metrics(conv, ref, sr, method=f0_method))
+    scores.update(f0_metrics(conv, ref, sr, method=f0_method, align=time_aligned is not True))
 
     if time_aligned is None:
         time_aligned = lengths_compatible(len(conv), len(ref), sr)
