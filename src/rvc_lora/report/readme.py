@@ -1,0 +1,258 @@
+"""The README's generated blocks, rendered from the committed files under ``results/``.
+
+Each block sits between ``<!-- NAME:BEGIN -->`` and ``<!-- NAME:END -->`` in README.md and opens
+with the command that produced its figures, the date and the machine (from the results file),
+so no figure in the README is typed by hand. ``make readme-tables`` rewrites the blocks; a test
+renders them and fails when README.md differs.
+
+| block | results file | written by |
+|---|---|---|
+| ``PAPER_TABLE`` | ``paper_table/table.csv`` + ``run.json`` | ``make reproduce-paper-table`` |
+| ``LR_GRID`` | ``lr_grid/table.csv`` + ``run.json`` | ``make lr-grid`` |
+| ``LORA_SIZES`` | ``lora_sizes/table.md`` + ``run.json`` | ``scripts/lora_size_table.py`` |
+| ``DEMO_RESULT`` | ``demo.json`` | ``make demo`` |
+| ``BENCH`` | ``bench/bench_*.txt`` + ``run.json`` | ``make bench`` |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rvc_lora.report.claims import claims_markdown
+from rvc_lora.report.table import Record, markdown_table, means, read_csv
+from rvc_lora.utils.errors import RvcLoraError
+
+RENDERED_BY = "make readme-tables"
+
+
+class ReadmeError(RvcLoraError, ValueError):
+    """A results file is missing or malformed, or README.md lacks a block's markers."""
+
+
+def _read_json(path: Path, producer: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ReadmeError(f"{path}: missing; `{producer}` writes it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReadmeError(f"{path}: not JSON ({err}); rerun `{producer}`") from None
+    if not isinstance(data, dict):
+        raise ReadmeError(f"{path}: expected a JSON object; rerun `{producer}`")
+    for key in ("command", "date", "machine"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ReadmeError(f"{path}: no {key!r}; rerun `{producer}`")
+    return data
+
+
+def _read(path: Path, producer: str) -> Path:
+    if not path.is_file():
+        raise ReadmeError(f"{path}: missing; `{producer}` writes it")
+    return path
+
+
+def duration(seconds: float) -> str:
+    """``222 s``, ``29 min 14 s``, ``1 h 02 min``."""
+    s = round(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def provenance(run: dict[str, Any], source: str) -> str:
+    """The opening line of a block: command, date, machine, wall time, source files."""
+    took = f", {duration(run['wall_s'])}" if isinstance(run.get("wall_s"), (int, float)) else ""
+    line = f"`{run['command']}` on {run['date']} ({run['machine']}{took}); figures from `{source}`."
+    if run.get("note"):
+        line += f" **Note:** {run['note']}"
+    return line
+
+
+def paper_table(results: Path) -> list[str]:
+    folder = results / "paper_table"
+    run = _read_json(folder / "run.json", "make reproduce-paper-table")
+    records = read_csv(_read(folder / "table.csv", "make reproduce-paper-table"))
+    seeds = sorted({s for r in means(records) for s in str(r.get("seed") or "").split()})
+    claims = claims_markdown(records)
+    return [
+        provenance(run, "results/paper_table/table.csv"),
+        f"Cells are means ± sample standard deviation over seeds {', '.join(seeds) or '–'}.",
+        "",
+        *markdown_table(records),
+        "",
+        "Claims of the earlier RVC-LoRA attempt, checked by `rvc_lora.report.claims`:",
+        *claims[1:],
+    ]
+
+
+def _lr_name(rec: Record) -> str:
+    return re.sub(r"\s*lr=\S+", "", str(rec["variant"]))
+
+
+def _num(rec: Record, key: str, fmt: str) -> str:
+    value = rec.get(key)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return format(float(value), fmt)
+
+
+def lr_grid(results: Path) -> list[str]:
+    folder = results / "lr_grid"
+    run = _read_json(folder / "run.json", "make lr-grid")
+    rows = means(read_csv(_read(folder / "table.csv", "make lr-grid")))
+    names = list(dict.fromkeys(_lr_name(r) for r in rows))
+    lrs = sorted({float(r["lr"]) for r in rows if r.get("lr") is not None})
+    cells = {(_lr_name(r), float(r["lr"])): r for r in rows if r.get("lr") is not None}
+    best = {}
+    for name in names:
+        fitted = [(r["val_mel"], lr) for (n, lr), r in cells.items() if n == name and r["val_mel"]]
+        best[name] = min(fitted)[1] if fitted else None
+    lines = [
+        provenance(run, "results/lr_grid/table.csv"),
+        "Cells are val mel / MCD (dB) / F0 RMSE (cents) / SECS; bold: the lowest val mel of "
+        "each column, which picks the rate.",
+        "",
+        "| lr | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for lr in lrs:
+        row = [f"{lr:g}"]
+        for name in names:
+            rec = cells.get((name, lr))
+            if rec is None:
+                row.append("–")
+                continue
+            text = " / ".join(
+                _num(rec, k, f)
+                for k, f in (("val_mel", ".3f"), ("mcd_db", ".2f"), ("f0_rmse_cents", ".0f"))
+            )
+            text += f" / {_num(rec, 'secs_target', '.3f')}"
+            row.append(f"**{text}**" if best[name] == lr else text)
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def lora_sizes(results: Path) -> list[str]:
+    folder = results / "lora_sizes"
+    producer = "python scripts/lora_size_table.py"
+    run = _read_json(folder / "run.json", producer)
+    table = _read(folder / "table.md", producer).read_text(encoding="utf-8").rstrip("\n")
+    return [provenance(run, "results/lora_sizes/table.md"), "", *table.splitlines()]
+
+
+def _voice(path: str) -> tuple[str, str]:
+    """``data/demo/base/rms/s33.flac`` -> (``rms``, ``s33``)."""
+    p = Path(path)
+    return p.parent.name, p.stem
+
+
+def demo_result(results: Path) -> list[str]:
+    path = results / "demo.json"
+    d = _read_json(path, "make demo")
+    try:
+        source, sentence = _voice(d["source"])
+        target, _ = _voice(d["target_utterance"])
+        setup = (
+            f"rank {d['rank']:g}, {d['steps']:g} steps, lr {d['lr']:g}, batch {d['batch_size']:g}, "
+            f"{d['step_time_s']:.2f} s per step"
+        )
+        src_row = f"| source (`{source}`, unconverted) | {d['secs_source_to_target']:.3f} | – | – | – |"
+        conv_row = (
+            f"| converted | **{d['secs_target']:.3f}** | {d['secs_source']:.3f} "
+            f"| {d['mcd_db']:.2f} dB | {d['f0_rmse_cents']:.0f} cents |"
+        )
+        adapter = f"The adapter file is {d['adapter_kb']:.0f} KB."
+    except (KeyError, TypeError, ValueError) as err:
+        raise ReadmeError(f"{path}: missing or malformed figure ({err}); rerun `make demo`") from None
+    return [
+        provenance(d, "results/demo.json"),
+        f"Training: {setup}. `{source}` saying {sentence} converted into `{target}` with "
+        f"`pitch=auto`, scored against `{target}`'s own {sentence}, which no training saw.",
+        "",
+        f"| | speaker similarity to `{target}` (SECS) | to `{source}` | MCD vs `{target}`'s "
+        f"{sentence} | F0 RMSE |",
+        "|---|---|---|---|---|",
+        src_row,
+        conv_row,
+        "",
+        adapter,
+    ]
+
+
+def bench(results: Path) -> list[str]:
+    folder = results / "bench"
+    run = _read_json(folder / "run.json", "make bench")
+    outputs = sorted(folder.glob("bench_*.txt"))
+    if not outputs:
+        raise ReadmeError(f"{folder}: no bench_*.txt; `make bench` writes them")
+    lines = [provenance(run, "results/bench/"), ""]
+    for path in outputs:
+        text = path.read_text(encoding="utf-8").rstrip("\n")
+        lines += [f"`python bench/{path.stem}.py`:", "", "```text", *text.splitlines(), "```", ""]
+    return lines[:-1]
+
+
+BLOCKS: dict[str, Callable[[Path], list[str]]] = {
+    "PAPER_TABLE": paper_table,
+    "LR_GRID": lr_grid,
+    "LORA_SIZES": lora_sizes,
+    "DEMO_RESULT": demo_result,
+    "BENCH": bench,
+}
+
+
+def render_blocks(results: str | os.PathLike[str]) -> dict[str, str]:
+    """``{name: block text}`` (markers included) for every generated block."""
+    out = {}
+    for name, render in BLOCKS.items():
+        body = "\n".join(render(Path(results)))
+        out[name] = (
+            f"<!-- {name}:BEGIN -->\n<!-- generated by `{RENDERED_BY}`: edit the results file, "
+            f"not this text -->\n{body}\n<!-- {name}:END -->"
+        )
+    return out
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    return re.compile(rf"<!-- {name}:BEGIN -->.*?<!-- {name}:END -->", re.S)
+
+
+def blocks_in(text: str, readme: str | os.PathLike[str]) -> dict[str, str]:
+    """The current text of every generated block in ``text`` (README.md's content)."""
+    found = {}
+    for name in BLOCKS:
+        hits = _pattern(name).findall(text)
+        if len(hits) != 1:
+            raise ReadmeError(
+                f"{readme}: expected one <!-- {name}:BEGIN --> ... <!-- {name}:END --> pair, "
+                f"found {len(hits)}; put exactly one where the block belongs"
+            )
+        found[name] = hits[0]
+    return found
+
+
+def update_readme(
+    readme: str | os.PathLike[str], results: str | os.PathLike[str], check: bool = False
+) -> list[str]:
+    """Rewrite the generated blocks of ``readme`` from ``results``; with ``check``, write
+    nothing. Returns the names of the blocks that differed. Everything is rendered and every
+    marker checked before the file is touched, so a failure leaves it as it was."""
+    from rvc_lora.utils.atomic import atomic_write_text
+
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    current = blocks_in(text, path)
+    rendered = render_blocks(results)
+    stale = [name for name in BLOCKS if current[name] != rendered[name]]
+    if stale and not check:
+        for name in stale:
+            text = _pattern(name).sub(lambda _, n=name: rendered[n], text)
+        atomic_write_text(path, text)
+    return stale
