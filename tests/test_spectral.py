@@ -8,7 +8,16 @@ import pytest
 import scipy.signal
 import torch
 
-from rvc_lora.spectral import linear_spectrogram, mel_spectrogram, spec_to_mel
+from rvc_lora.spectral import (
+    MEL_NUMERICS,
+    RVC_MAIN,
+    RVC_RELEASE,
+    linear_spectrogram,
+    mel_numerics,
+    mel_spectrogram,
+    spec_to_mel,
+)
+from rvc_lora.utils.errors import ConfigError
 
 
 def _reference_spec(y: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -59,3 +68,48 @@ def test_mel_is_float32_under_autocast() -> None:
     assert auto.dtype == torch.float32 and plain.shape == (2, 80, 20)
     # Only the bf16 rounding of the input remains.
     assert (auto - plain).abs().max() < 0.1
+
+
+def test_mel_numerics_are_pinned_to_rvc_values() -> None:
+    # rvc_release: RVC's training code 2023-2025, with which the official bases were trained.
+    assert (RVC_RELEASE.spec_eps, RVC_RELEASE.mel_floor) == (1e-6, 1e-5)
+    assert (RVC_MAIN.spec_eps, RVC_MAIN.mel_floor) == (2e-7, 2e-6)
+    assert MEL_NUMERICS == {"rvc_release": RVC_RELEASE, "rvc_main": RVC_MAIN}
+    assert mel_numerics("rvc_main") is RVC_MAIN
+
+
+def test_default_numerics_are_rvc_release_on_silence() -> None:
+    # Silence exposes both constants exactly: |X| = sqrt(eps), mel = log(floor).
+    silence = torch.zeros(1, 6400)
+    spec = linear_spectrogram(silence, 1024, 320)
+    torch.testing.assert_close(spec, torch.full_like(spec, 1e-6**0.5))
+    mel = spec_to_mel(torch.zeros(1, 513, 3), 32000, 1024, 80)
+    torch.testing.assert_close(mel, torch.full_like(mel, float(np.log(np.float32(1e-5)))))
+    default = mel_spectrogram(silence, 32000, 1024, 320, 80)
+    torch.testing.assert_close(
+        default, mel_spectrogram(silence, 32000, 1024, 320, 80, numerics=RVC_RELEASE)
+    )
+
+
+def test_rvc_main_numerics_change_the_mel_of_quiet_audio() -> None:
+    silence = torch.zeros(1, 6400)
+    spec = linear_spectrogram(silence, 1024, 320, numerics=RVC_MAIN)
+    torch.testing.assert_close(spec, torch.full_like(spec, 2e-7**0.5))
+    mel = spec_to_mel(torch.zeros(1, 513, 3), 32000, 1024, 80, numerics=RVC_MAIN)
+    torch.testing.assert_close(mel, torch.full_like(mel, float(np.log(np.float32(2e-6)))))
+    # Quiet noise (rms -80 dBFS): the constants move its log-mel by 0.15 nats on average.
+    quiet = torch.randn(1, 6400, generator=torch.Generator().manual_seed(0)) * 1e-4
+    release = mel_spectrogram(quiet, 32000, 1024, 320, 80, numerics=RVC_RELEASE)
+    main = mel_spectrogram(quiet, 32000, 1024, 320, 80, numerics=RVC_MAIN)
+    assert (release - main).abs().mean() > 0.1
+    assert (release >= main - 1e-6).all()  # the release's larger constants only lift bins
+
+
+def test_unknown_mel_numerics_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        mel_numerics("rvc_2024")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(
+        "features.mel_numerics='rvc_2024' unknown; choose one of ['rvc_main', 'rvc_release']"
+    )
