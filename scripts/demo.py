@@ -92,11 +92,43 @@ def score(converted: Path, source: Path, target: Path, references: list[Path]) -
     return {k: float(v) for k, v in scores.items()}
 
 
+def results_record(record: dict, run_dir: Path, wall_s: float) -> dict:
+    """The README's demo figures (``results/demo.json``): the scores, the training settings
+    that produced them (from the run's own files) and the command, date and machine."""
+    from omegaconf import OmegaConf
+
+    from rvc_lora.report.provenance import stamp
+
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    choices = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+    trained = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {
+        **stamp([sys.executable, "scripts/demo.py", *sys.argv[1:]], wall_s),
+        **record,
+        "model": choices.model,
+        "rank": cfg.lora.rank,
+        "lr": cfg.train.lr,
+        "batch_size": cfg.data.batch_size,
+        "steps": trained["global_step"],
+        "step_time_s": trained["step_time_s"],
+        "adapter_kb": trained["artifact_kb"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: config)")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
+    parser.add_argument("--out", type=Path, default=None, help="default: outputs/demo")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="write the README's demo figures here (default: results/demo.json when --out is "
+        "the default, else nowhere)",
+    )
     args = parser.parse_args()
+    results = args.results or (ROOT / "results" / "demo.json" if args.out is None else None)
+    args.out = args.out or ROOT / "outputs" / "demo"
     start = time.perf_counter()
     out: Path = args.out
     run_dir = out / "run"
@@ -156,7 +188,12 @@ def main() -> None:
         if scores["secs_target"] > scores["secs_source"]
         else "NOT closer to the target than to the source"
     )
-    print(f"\ndemo done in {time.perf_counter() - start:.0f} s")
+    wall = time.perf_counter() - start
+    if results is not None:
+        from rvc_lora.report.provenance import write_json
+
+        write_json(results, results_record(record, run_dir, wall))
+    print(f"\ndemo done in {wall:.0f} s")
     print(
         f"  speaker similarity of the conversion to the target voice: {scores['secs_target']:.3f}"
     )
@@ -172,6 +209,8 @@ def main() -> None:
     print(f"  metrics:         {metrics_path}")
     print(f"  adapter:         {adapter}")
     print(f"  RVC WebUI model: {exported}")
+    if results is not None:
+        print(f"  README figures:  {results} (then `make readme-tables`)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@
    ``eval.py`` exists at the repo root (otherwise skipped with a note: the table then shows –
    for MCD, F0, SECS, PESQ).
 3. ``python -m rvc_lora.report <out>/runs --out <out>``.
+4. ``table.csv`` and ``table.md`` are copied into ``--results`` (default ``results/paper_table``,
+   or ``results/lr_grid`` with ``--lrs``, when ``--out`` is the default) beside ``run.json``: the
+   command, date, machine and wall time. The README's tables are rendered from there
+   (``make readme-tables``), so commit them with the README.
 
 ``--lrs`` runs the grid that chose the table's learning rates instead (``experiment/paper_table``
 and ``variant/full``): full fine-tuning and the rank-8 ``decoder`` and ``all`` adapters at each
@@ -33,6 +37,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,6 +117,22 @@ def report_command(runs: Path, out: Path, python: str) -> list[str]:
     return [python, "-m", "rvc_lora.report", str(runs), "--out", str(out)]
 
 
+RESULT_FILES = ("table.csv", "table.md")
+
+
+def copy_results(out: Path, results: Path, argv: list[str], wall_s: float) -> list[Path]:
+    """The report's small text files into ``results`` with ``run.json`` (who made them)."""
+    from rvc_lora.report.provenance import stamp, write_json
+    from rvc_lora.utils.atomic import atomic_write_text
+
+    written = [
+        atomic_write_text(results / name, (out / name).read_text(encoding="utf-8"))
+        for name in RESULT_FILES
+    ]
+    written.append(write_json(results / "run.json", stamp(argv, wall_s)))
+    return written
+
+
 def _run(cmd: list[str], dry_run: bool, env: dict[str, str] | None = None) -> None:
     print("+ " + shlex.join(cmd), flush=True)
     if not dry_run:
@@ -170,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
         help="learning-rate grid instead of the table, e.g. 5e-4,1e-3 (default out: outputs/lr_grid)",
     )
     ap.add_argument("--out", type=Path, default=None, help="default: outputs/paper_table")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="copy table.csv/table.md here with run.json (default: results/paper_table or "
+        "results/lr_grid when --out is the default, else nowhere)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument(
         "--jobs",
@@ -178,11 +206,17 @@ def main(argv: list[str] | None = None) -> int:
         help="jobs side by side (default: 2 on a multi-core CPU; 1 for GPU timings)",
     )
     args = ap.parse_args(argv)
+    start = time.perf_counter()
     seeds = _check_seeds(args.seeds)
     lrs = _check_lrs(args.lrs) if args.lrs else None
     out = args.out or Path("outputs/lr_grid" if lrs else "outputs/paper_table")
     out = out if out.is_absolute() else ROOT / out
     runs, py = out / "runs", sys.executable
+    results = args.results
+    if results is None and args.out is None:
+        results = ROOT / "results" / ("lr_grid" if lrs else "paper_table")
+    elif results is not None and not results.is_absolute():
+        results = ROOT / results
 
     missing = [p for p in NEEDS.get(args.profile, []) if not (ROOT / p).is_file()]
     if missing and not args.dry_run:
@@ -207,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no eval.py at the repo root; skipping evaluation (MCD, F0, SECS, PESQ: –)")
 
     _run(report_command(runs, out, py), args.dry_run)
+    if results is not None and not args.dry_run:
+        given = sys.argv[1:] if argv is None else list(argv)
+        command = [py, "scripts/reproduce_paper_table.py", *given]
+        copied = copy_results(out, results, command, time.perf_counter() - start)
+        print(f"results for the README: {', '.join(str(p) for p in copied)}")
     return 0
 
 
