@@ -47,8 +47,8 @@ pretrain-tiny: install ## remake data/pretrained/ (encoder + tiny base; CPU, abo
 	$(PY) train.py experiment=pretrain_tiny hydra.run.dir=$(PRETRAIN_DIR)
 	$(PY) scripts/ship_tiny_base.py $(PRETRAIN_DIR)
 
-bench: install ## print benchmark figures (CPU)
-	@for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+bench: install ## run bench/ and keep each script's output in results/bench/ (CPU; idle machine)
+	$(PY) scripts/run_bench.py
 
 # The paper table: LoRA ranks 4/8/16/32 x presets decoder/all + full fine-tuning, evaluated and
 # reported into outputs/paper_table/. SEEDS=0,1 for two seeds; PROFILE=full for v2_40k on a GPU.
@@ -61,8 +61,10 @@ LRS ?= 2e-4,5e-4,1e-3,2e-3,4e-3,8e-3
 lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=..., SEEDS=0)
 	$(PY) scripts/reproduce_paper_table.py --lrs "$(LRS)" --seeds "$(SEEDS)" --profile "$(PROFILE)"
 
-readme-tables: install ## regenerate the generated tables in README.md
-	$(PY) scripts/lora_size_table.py --readme README.md
+# Every figure in README.md is rendered from results/ (written by demo, reproduce-paper-table,
+# lr-grid, bench and scripts/lora_size_table.py), never typed; a test fails when they differ.
+readme-tables: install ## rewrite README.md's generated blocks from results/
+	$(PY) scripts/readme_tables.py
 
 format: install ## format and lint-fix the code
 	$(PY) -m ruff format src tests bench scripts *.py

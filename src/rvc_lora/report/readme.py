@@ -11,7 +11,7 @@ renders them and fails when README.md differs.
 | ``LR_GRID`` | ``lr_grid/table.csv`` + ``run.json`` | ``make lr-grid`` |
 | ``LORA_SIZES`` | ``lora_sizes/table.md`` + ``run.json`` | ``scripts/lora_size_table.py`` |
 | ``DEMO_RESULT`` | ``demo.json`` | ``make demo`` |
-| ``BENCH`` | ``bench/bench_*.txt`` + ``run.json`` | ``make bench`` |
+| ``BENCH`` | ``bench/bench_*.json`` (one per script) | ``make bench`` |
 """
 
 from __future__ import annotations
@@ -188,14 +188,17 @@ def demo_result(results: Path) -> list[str]:
 
 def bench(results: Path) -> list[str]:
     folder = results / "bench"
-    run = _read_json(folder / "run.json", "make bench")
-    outputs = sorted(folder.glob("bench_*.txt"))
+    outputs = sorted(folder.glob("bench_*.json"))
     if not outputs:
-        raise ReadmeError(f"{folder}: no bench_*.txt; `make bench` writes them")
-    lines = [provenance(run, "results/bench/"), ""]
+        raise ReadmeError(f"{folder}: no bench_*.json; `make bench` writes them")
+    lines = []
     for path in outputs:
-        text = path.read_text(encoding="utf-8").rstrip("\n")
-        lines += [f"`python bench/{path.stem}.py`:", "", "```text", *text.splitlines(), "```", ""]
+        run = _read_json(path, "make bench")
+        if not isinstance(run.get("output"), str):
+            raise ReadmeError(f"{path}: no 'output'; rerun `make bench`")
+        source = f"results/bench/{path.name}"
+        lines += [provenance(run, source), "", "```text", *run["output"].rstrip("\n").splitlines()]
+        lines += ["```", ""]
     return lines[:-1]
 
 
