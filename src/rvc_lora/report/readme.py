@@ -83,6 +83,7 @@ def paper_table(results: Path) -> list[str]:
     claims = claims_markdown(records)
     return [
         provenance(run, "results/paper_table/table.csv"),
+        "",
         f"Cells are means ± sample standard deviation over seeds {', '.join(seeds) or '–'}.",
         "",
         *markdown_table(records),
@@ -116,6 +117,7 @@ def lr_grid(results: Path) -> list[str]:
         best[name] = min(fitted)[1] if fitted else None
     lines = [
         provenance(run, "results/lr_grid/table.csv"),
+        "",
         "Cells are val mel / MCD (dB) / F0 RMSE (cents) / SECS; bold: the lowest val mel of "
         "each column, which picks the rate.",
         "",
@@ -173,6 +175,7 @@ def demo_result(results: Path) -> list[str]:
         raise ReadmeError(f"{path}: missing or malformed figure ({err}); rerun `make demo`") from None
     return [
         provenance(d, "results/demo.json"),
+        "",
         f"Training: {setup}. `{source}` saying {sentence} converted into `{target}` with "
         f"`pitch=auto`, scored against `{target}`'s own {sentence}, which no training saw.",
         "",
