@@ -31,6 +31,13 @@ from rvc_lora.utils.errors import RvcLoraError
         ({"rank_pattern": {"dec.*": 0}}, "rank_pattern"),
         ({"rank_pattern": {"(": 4}}, "rank_pattern"),
         ({"alpha_pattern": {"dec.*": -3}}, "alpha_pattern"),
+        ({"rank_pattern": "dec.*"}, "rank_pattern"),
+        ({"rank_pattern": [["dec.*", 4, 1]]}, "rank_pattern"),
+        ({"rank_pattern": [["dec.*", "4"]]}, "rank_pattern"),
+        ({"rank_pattern": [[4, "dec.*"]]}, "rank_pattern"),
+        ({"rank_pattern": [["a", 2], ["a", 4]]}, "rank_pattern"),
+        ({"alpha_pattern": [["dec.*", float("inf")]]}, "alpha_pattern"),
+        ({"alpha_pattern": {"dec.*": None}}, "alpha_pattern"),
         ({"use_dora": "yes"}, "use_dora"),
         ({"use_dora": True, "dropout": 0.1}, "dropout"),
         ({"preset": "everything"}, "preset"),
@@ -79,8 +86,9 @@ def test_json_round_trip_and_unknown_keys():
         rank_pattern={r"dec\.ups\.\d+": 16},
         alpha_pattern={r"dec\..*": 4.0},
     )
-    again = LoraConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    again = LoraConfig.from_dict(json.loads(json.dumps(cfg.to_dict(), sort_keys=True)))
     assert again == cfg and again.to_dict() == cfg.to_dict()
+    assert cfg.to_dict()["rank_pattern"] == [[r"dec\.ups\.\d+", 16]]
     with pytest.raises(LoraError, match="unknown keys"):
         LoraConfig.from_dict({**cfg.to_dict(), "lr": 1e-4})
 
@@ -97,3 +105,19 @@ def test_per_module_rank_alpha_first_match_wins():
     assert (cfg.scale_for("a.1"), cfg.scale_for("a.2"), cfg.scale_for("a.10")) == (0.5, 0.25, 2.0)
     rs = LoraConfig(rank=16, alpha=8, targets=["a"], use_rslora=True)
     assert rs.scale_for("a") == pytest.approx(2.0)
+
+
+def test_patterns_are_ordered_pairs_that_survive_sorted_json():
+    # Not alphabetical: a sorted mapping would put `a\..*` first and give a.1 rank 4.
+    given = {r"a\.1": 2, r"a\..*": 4}
+    cfg = LoraConfig(targets=["a.*"], rank_pattern=given, alpha_pattern={r"a\.1": 1.0, r"a.*": 8})
+    assert cfg.rank_pattern == [(r"a\.1", 2), (r"a\..*", 4)]
+    assert cfg.alpha_pattern == [(r"a\.1", 1.0), ("a.*", 8.0)]
+    assert cfg.to_dict()["rank_pattern"] == [[r"a\.1", 2], [r"a\..*", 4]]
+    again = LoraConfig.from_dict(json.loads(json.dumps(cfg.to_dict(), sort_keys=True)))
+    assert again == cfg
+    assert (again.rank_for("a.1"), again.rank_for("a.2"), again.scale_for("a.1")) == (2, 4, 0.5)
+    pairs = LoraConfig(targets=["a.*"], rank_pattern=[(r"a\.1", 2), [r"a\..*", 4]])
+    assert pairs.rank_pattern == cfg.rank_pattern
+    # Order is part of the config: the same pairs reversed are another config.
+    assert LoraConfig(targets=["a.*"], rank_pattern=dict(reversed(given.items()))) != pairs

@@ -77,12 +77,40 @@ def _positive_number(value: Any, name: str, integer: bool) -> None:
         raise LoraError(f"{name} must be {kind}, got {value!r}")
 
 
-def first_match(patterns: Mapping[str, Any], name: str) -> Any | None:
-    """Value of the first pattern (in insertion order) that fullmatches ``name``, else None."""
-    for pat, value in patterns.items():
+Patterns = list[tuple[str, Any]]
+
+
+def first_match(patterns: Sequence[tuple[str, Any]], name: str) -> Any | None:
+    """Value of the first ``(regex, value)`` pair whose regex fullmatches ``name``, else None."""
+    for pat, value in patterns:
         if re.fullmatch(pat, name):
             return value
     return None
+
+
+def _as_pairs(value: Any, name: str, integer: bool) -> Patterns:
+    # A mapping (Hydra, Python) keeps its insertion order; files hold [regex, value] pairs
+    # because a JSON object's key order does not survive sort_keys or other tools.
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+    else:
+        raise LoraError(
+            f"{name}: expected [regex, value] pairs or a mapping regex -> value, "
+            f"got {type(value).__name__}"
+        )
+    out: Patterns = []
+    for i, item in enumerate(items):
+        if isinstance(item, str) or not isinstance(item, Sequence) or len(item) != 2:
+            raise LoraError(f"{name}[{i}]: expected a [regex, value] pair, got {item!r}")
+        pat, val = item
+        _check_regex(pat, f"{name}[{i}]")
+        if any(pat == seen for seen, _ in out):
+            raise LoraError(f"{name}[{i}]: pattern {pat!r} given twice; keep one")
+        _positive_number(val, f"{name}[{pat!r}]", integer=integer)
+        out.append((pat, int(val) if integer else float(val)))
+    return out
 
 
 @dataclass
@@ -98,7 +126,8 @@ class LoraConfig:
         use_dora: DoRA (trainable per-channel magnitude, LoRA on the direction).
         targets: regexes fullmatched on qualified module names; None takes the preset's.
         exclude: regexes of module names to skip even when a target matches.
-        rank_pattern / alpha_pattern: per-module overrides; first fullmatching pattern wins.
+        rank_pattern / alpha_pattern: per-module overrides as ``(regex, value)`` pairs (a
+            mapping is taken in its insertion order); the first fullmatching regex wins.
         extra_trainable: regexes fullmatched on parameter names (RVC names, e.g.
             ``emb_g.weight``) whose whole tensors train; None takes the preset's (or none).
         preset: name from :data:`PRESETS` that fills ``targets``/``extra_trainable``.
@@ -111,8 +140,8 @@ class LoraConfig:
     use_dora: bool = False
     targets: list[str] | None = None
     exclude: list[str] = field(default_factory=list)
-    rank_pattern: dict[str, int] = field(default_factory=dict)
-    alpha_pattern: dict[str, float] = field(default_factory=dict)
+    rank_pattern: list[tuple[str, int]] = field(default_factory=list)
+    alpha_pattern: list[tuple[str, float]] = field(default_factory=list)
     extra_trainable: list[str] | None = None
     preset: str | None = None
 
@@ -147,16 +176,8 @@ class LoraConfig:
         self.targets = _as_list(self.targets, "targets")
         self.exclude = _as_list(self.exclude, "exclude")
         self.extra_trainable = _as_list(self.extra_trainable or [], "extra_trainable")
-        for name, integer in (("rank_pattern", True), ("alpha_pattern", False)):
-            table = getattr(self, name)
-            if not isinstance(table, Mapping):
-                raise LoraError(f"{name}: expected a mapping regex -> value, got {table!r}")
-            clean = {}
-            for pat, value in table.items():
-                _check_regex(pat, f"{name} key")
-                _positive_number(value, f"{name}[{pat!r}]", integer=integer)
-                clean[pat] = int(value) if integer else float(value)
-            setattr(self, name, clean)
+        self.rank_pattern = _as_pairs(self.rank_pattern, "rank_pattern", integer=True)
+        self.alpha_pattern = _as_pairs(self.alpha_pattern, "alpha_pattern", integer=False)
 
     def rank_for(self, module_name: str) -> int:
         """Rank of the adapter on ``module_name`` (``rank_pattern`` first, then ``rank``)."""
@@ -174,8 +195,11 @@ class LoraConfig:
         return a / math.sqrt(r) if self.use_rslora else a / r
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (lists and dicts copied)."""
-        return asdict(self)
+        """Plain JSON-serialisable dict (lists copied); patterns as ``[regex, value]`` lists."""
+        out = asdict(self)
+        for name in ("rank_pattern", "alpha_pattern"):
+            out[name] = [[pat, value] for pat, value in out[name]]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoraConfig:
