@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = wanted - {s.stem for s in scripts}
         if unknown:
             known = ", ".join(s.stem for s in scripts)
-            raise SystemExit(f"unknown bench script(s) {', '.join(sorted(unknown))}; one of {known}")
+            raise SystemExit(
+                f"unknown bench script(s) {', '.join(sorted(unknown))}; one of {known}"
+            )
         scripts = [s for s in scripts if s.stem in wanted]
     for script in scripts:
         cmd = [sys.executable, f"bench/{script.name}"]

@@ -11,6 +11,7 @@ renders them and fails when README.md differs.
 | ``LR_GRID`` | ``lr_grid/table.csv`` + ``run.json`` | ``make lr-grid`` |
 | ``LORA_SIZES`` | ``lora_sizes/table.md`` + ``run.json`` | ``scripts/lora_size_table.py`` |
 | ``DEMO_RESULT`` | ``demo.json`` | ``make demo`` |
+| ``DEMO_VOICES`` | ``demo_voices.json`` | ``scripts/demo_voice_similarity.py`` |
 | ``BENCH`` | ``bench/bench_*.json`` (one per script) | ``make bench`` |
 """
 
@@ -165,14 +166,18 @@ def demo_result(results: Path) -> list[str]:
             f"rank {d['rank']:g}, {d['steps']:g} steps, lr {d['lr']:g}, batch {d['batch_size']:g}, "
             f"{d['step_time_s']:.2f} s per step"
         )
-        src_row = f"| source (`{source}`, unconverted) | {d['secs_source_to_target']:.3f} | – | – | – |"
+        src_row = (
+            f"| source (`{source}`, unconverted) | {d['secs_source_to_target']:.3f} | – | – | – |"
+        )
         conv_row = (
             f"| converted | **{d['secs_target']:.3f}** | {d['secs_source']:.3f} "
             f"| {d['mcd_db']:.2f} dB | {d['f0_rmse_cents']:.0f} cents |"
         )
         adapter = f"The adapter file is {d['adapter_kb']:.0f} KB."
     except (KeyError, TypeError, ValueError) as err:
-        raise ReadmeError(f"{path}: missing or malformed figure ({err}); rerun `make demo`") from None
+        raise ReadmeError(
+            f"{path}: missing or malformed figure ({err}); rerun `make demo`"
+        ) from None
     return [
         provenance(d, "results/demo.json"),
         "",
@@ -187,6 +192,24 @@ def demo_result(results: Path) -> list[str]:
         "",
         adapter,
     ]
+
+
+def demo_voices(results: Path) -> list[str]:
+    path = results / "demo_voices.json"
+    d = _read_json(path, "python scripts/demo_voice_similarity.py")
+    names, secs = d.get("voices"), d.get("secs")
+    if not (isinstance(names, list) and isinstance(secs, list) and len(secs) == len(names)):
+        raise ReadmeError(f"{path}: no voices x secs matrix; rerun its command")
+    lines = [
+        provenance(d, "results/demo_voices.json"),
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, row in zip(names, secs):
+        cells = ["" if v is None else f"{v:.3f}" for v in row]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def bench(results: Path) -> list[str]:
@@ -210,6 +233,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "LR_GRID": lr_grid,
     "LORA_SIZES": lora_sizes,
     "DEMO_RESULT": demo_result,
+    "DEMO_VOICES": demo_voices,
     "BENCH": bench,
 }
 
