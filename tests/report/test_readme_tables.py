@@ -264,7 +264,7 @@ def test_demo_script_results_record_reads_the_run(tmp_path, monkeypatch):
     (tmp_path / "demo.json").write_text(json.dumps(rec), encoding="utf-8")
     lines = readme.demo_result(tmp_path)
     assert lines[2] == (
-        "Training: rank 4, 120 steps, lr 0.002, batch 6, 0.31 s per step. `awb` saying s34 "
+        "Training `tiny_demo`: rank 4, 120 steps, lr 0.002, batch 6, 0.31 s per step. `awb` saying s34 "
         "converted into `slt` with `pitch=auto`, scored against `slt`'s own s34, which no "
         "training saw."
     )

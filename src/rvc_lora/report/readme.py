@@ -160,6 +160,7 @@ def demo_result(results: Path) -> list[str]:
     path = results / "demo.json"
     d = _read_json(path, "make demo")
     try:
+        model = d["model"]
         source, sentence = _voice(d["source"])
         target, _ = _voice(d["target_utterance"])
         setup = (
@@ -181,7 +182,7 @@ def demo_result(results: Path) -> list[str]:
     return [
         provenance(d, "results/demo.json"),
         "",
-        f"Training: {setup}. `{source}` saying {sentence} converted into `{target}` with "
+        f"Training `{model}`: {setup}. `{source}` saying {sentence} converted into `{target}` with "
         f"`pitch=auto`, scored against `{target}`'s own {sentence}, which no training saw.",
         "",
         f"| | speaker similarity to `{target}` (SECS) | to `{source}` | MCD vs `{target}`'s "
