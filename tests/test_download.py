@@ -36,7 +36,9 @@ CAT = {
 
 class _Handler(BaseHTTPRequestHandler):
     """Serves ``server.files`` with Range support; ``server.mode`` breaks it on purpose:
-    ``drop`` sends half the body and closes, ``ignore-range`` answers every request with 200."""
+    ``drop`` sends half the body and closes, ``ignore-range`` answers every request with 200,
+    ``oversize`` appends 64 KiB to the body (Content-Length says so), ``oversize-unsized`` too
+    but sends no Content-Length (the body ends when the connection closes)."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         srv = self.server
@@ -59,8 +61,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        body = data[start:] + (b"\x00" * 65536 if srv.mode.startswith("oversize") else b"")
+        if srv.mode != "oversize-unsized":
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body[: len(body) // 2] if srv.mode == "drop" else body)
 
@@ -253,3 +256,89 @@ def test_console_script_dispatches_download_and_forwards_hydra_commands(monkeypa
     monkeypatch.setattr(sys, "argv", ["rvc-lora", "train", "lora.rank=4"])
     cli.main()
     assert seen == [["rvc-lora", "lora.rank=4"]]
+
+
+def _assert_refused_oversize(
+    tmp_path: Path, capsys, name: str, limit: int, what: str = "the catalog lists for it"
+) -> None:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    dest = tmp_path / name
+    assert err == (
+        f"error: {dest}: the server sent more than the {limit} bytes {what}; the partial "
+        "download was deleted. The host serves another file: retry later or choose another "
+        "host with --base-url"
+    )
+    assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
+
+
+@pytest.mark.parametrize("mode", ["oversize", "oversize-unsized"])
+def test_more_bytes_than_the_catalog_size_are_refused(server, tmp_path, capsys, mode):
+    server.mode = mode
+    assert _run(tmp_path, "sub/b.bin", base_url=server.url) == 1
+    _assert_refused_oversize(tmp_path, capsys, "sub/b.bin", len(B))
+
+
+class _EndlessResponse:
+    """A response that never ends, counting what is read from it."""
+
+    status, headers = 200, {}
+
+    def __init__(self) -> None:
+        self.read_bytes = 0
+
+    def read(self, n: int) -> bytes:
+        self.read_bytes += n
+        if self.read_bytes > 64 << 20:  # a downloader without a cap would fill the disk
+            raise AssertionError("read past 64 MiB: no cap")
+        return b"\x00" * n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def test_an_endless_body_is_cut_off_just_past_the_catalog_size(tmp_path, monkeypatch, capsys):
+    resp = _EndlessResponse()
+    monkeypatch.setattr(download, "_open", lambda url, offset: resp)
+    assert _run(tmp_path, "sub/b.bin", base_url="http://mirror.invalid") == 1
+    _assert_refused_oversize(tmp_path, capsys, "sub/b.bin", len(B))
+    assert resp.read_bytes <= len(B) + 1
+
+
+def test_files_without_a_catalog_size_are_capped_too(tmp_path, monkeypatch, capsys):
+    resp = _EndlessResponse()
+    monkeypatch.setattr(download, "_open", lambda url, offset: resp)
+    monkeypatch.setattr(download, "UNSIZED_LIMIT", 5 << 20)
+    assert CAT["a.bin"].size is None
+    assert _run(tmp_path, "a.bin", base_url="http://mirror.invalid") == 1
+    _assert_refused_oversize(
+        tmp_path, capsys, "a.bin", 5 << 20, "allowed for a file of unlisted size"
+    )
+    assert resp.read_bytes <= (5 << 20) + 1
+
+
+def test_a_part_file_that_is_a_symlink_is_refused_and_its_target_untouched(
+    server, tmp_path, capsys
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "a.bin.part").symlink_to(victim)
+    assert _run(tmp_path, "a.bin", base_url=server.url) == 1
+    assert victim.read_bytes() == b"precious"
+    assert (tmp_path / "a.bin.part").is_symlink() and not (tmp_path / "a.bin").exists()
+    assert server.requests == []
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: {tmp_path / 'a.bin.part'} is a symbolic link; downloads never write through "
+        "one: delete it and run the command again"
+    )
+
+
+def test_a_dangling_symlink_part_is_refused_too(server, tmp_path, capsys):
+    (tmp_path / "a.bin.part").symlink_to(tmp_path / "elsewhere.bin")
+    assert _run(tmp_path, "a.bin", base_url=server.url) == 1
+    assert not (tmp_path / "elsewhere.bin").exists()
+    assert "is a symbolic link" in capsys.readouterr().err

@@ -8,7 +8,10 @@
 Each file streams to ``<dest>.part``; a later run resumes it with an HTTP Range request (a
 server that ignores Range answers 200 and the file starts over). The finished file is checked
 against the catalog's sha256 and only then renamed into place, so ``models/`` never holds a
-half or unverified file under its real name. Standard library (urllib) plus rich only.
+half or unverified file under its real name. No transfer reads past the catalog's size (or
+:data:`UNSIZED_LIMIT` where the catalog gives none), so a bad host cannot fill the disk, and a
+``.part`` that is a symbolic link is refused rather than written through.
+Standard library (urllib) plus rich only.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from rvc_lora.utils.errors import RvcLoraError
 DESCRIPTION = "Fetch RVC's public weights into models/, resumable and sha256-checked."
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0
+# For files the catalog gives no size for; the largest real one (pytorch_model.bin) is ~380 MB.
+UNSIZED_LIMIT = 2 << 30
 _USER_AGENT = "rvc-lora-download/1 (+urllib)"
 
 
@@ -129,7 +134,11 @@ def _transfer(url: str, part: Path, size_hint: int | None, label: str) -> None:
                     continue
             length = resp.headers.get("Content-Length")
             total = offset + int(length) if length is not None else size_hint
-            _stream(resp, part, offset, total, label)
+            limit = size_hint if size_hint is not None else UNSIZED_LIMIT
+            if total is not None and total > limit:
+                part.unlink(missing_ok=True)
+                raise DownloadError(_oversize(label, limit, size_hint is not None))
+            _stream(resp, part, offset, total, limit, size_hint is not None, label)
         return
     raise DownloadError(f"{url}: the server does not resume where asked; delete {part} and retry")
 
@@ -142,20 +151,52 @@ def _content_range_start(value: str) -> int | None:
         return None
 
 
-def _stream(resp, part: Path, offset: int, total: int | None, label: str) -> None:
+def _oversize(label: str, limit: int, listed: bool) -> str:
+    what = "the catalog lists for it" if listed else "allowed for a file of unlisted size"
+    return (
+        f"{label}: the server sent more than the {limit} bytes {what}; the partial download "
+        "was deleted. The host serves another file: retry later or choose another host with "
+        "--base-url"
+    )
+
+
+def _open_part(part: Path, append: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    flags |= os.O_APPEND if append else os.O_TRUNC
+    try:
+        return os.open(part, flags, 0o666)
+    except OSError:
+        if part.is_symlink():  # O_NOFOLLOW: ELOOP (a link made since fetch looked)
+            raise _symlink_refused(part) from None
+        raise
+
+
+def _symlink_refused(part: Path) -> DownloadError:
+    return DownloadError(
+        f"{part} is a symbolic link; downloads never write through one: delete it and run the "
+        "command again"
+    )
+
+
+def _stream(
+    resp, part: Path, offset: int, total: int | None, limit: int, listed: bool, label: str
+) -> None:
     resumed = f", resuming at {_mb(offset)}" if offset else ""
     print(f"downloading {label} ({_mb(total)}{resumed})", flush=True)
     done = offset
     # One bar per transfer, gone when it ends, so that messages never print under a live bar.
     bar = _progress()
     try:
-        with open(part, "ab" if offset else "wb") as f:
+        with open(_open_part(part, append=bool(offset)), "wb") as f:
             if bar is not None:
                 bar.start()
                 task = bar.add_task(label, total=total, completed=offset)
-            while block := resp.read(CHUNK):
-                f.write(block)
+            # One byte past the limit is enough to know the body is too long.
+            while block := resp.read(min(CHUNK, limit + 1 - done)):
                 done += len(block)
+                if done > limit:
+                    break
+                f.write(block)
                 if bar is not None:
                     bar.update(task, completed=done)
             f.flush()
@@ -165,6 +206,9 @@ def _stream(resp, part: Path, offset: int, total: int | None, label: str) -> Non
     finally:
         if bar is not None:
             bar.stop()
+    if done > limit:
+        part.unlink(missing_ok=True)
+        raise DownloadError(_oversize(label, limit, listed))
     # http.client returns a short body without raising when the peer closes early.
     if total is not None and done < total:
         raise DownloadError(_interrupted(label, done, total, "connection closed"))
@@ -185,6 +229,8 @@ def fetch(entry: WeightFile, url: str, dest: Path) -> str:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if part.is_symlink():  # it would be resumed, hashed and renamed into place as the file
+        raise _symlink_refused(part)
     for attempt in range(2):
         resumed = part.is_file() and part.stat().st_size > 0
         _transfer(url, part, entry.size, str(dest))
