@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from rvc_lora.features.content_rule import OUTPUT_LAYER
+from rvc_lora.features.content_rule import check_version as _check_version
 from rvc_lora.features.fairseq_pickle import FairseqObject, load_fairseq_checkpoint, to_plain
-from rvc_lora.features.hubert import OUTPUT_LAYER
 from rvc_lora.features.weights import require_weights, weights_identity
 from rvc_lora.utils.errors import CheckpointError, RvcLoraError
 
@@ -181,8 +182,3 @@ def _rebuild(obj: Any, dictionary_cls: type) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_rebuild(v, dictionary_cls) for v in obj)
     return obj
-
-
-def _check_version(version: str) -> None:
-    if version not in OUTPUT_LAYER:
-        raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")

@@ -14,12 +14,33 @@ if TYPE_CHECKING:
     from transformers import HubertConfig
 
 
+# Caps on sizes a checkpoint's config may ask for, checked before anything is built. Far above
+# any HuBERT/ContentVec (X-Large: 1280 wide, 48 layers, 5120 ffn, 16 heads, conv_pos 128, seven
+# 512-wide convs with kernels <= 10), far below what would exhaust memory.
+MAX_SPEC_CHARS = 1000
+MAX_CONV_LAYERS = 32
+MAX_CONV_DIM, MAX_CONV_KERNEL = 4096, 1024
+MAX_SIZES = {
+    "hidden_size": 4096, "num_hidden_layers": 64, "num_attention_heads": 64,
+    "intermediate_size": 16384, "num_conv_pos_embeddings": 1024,
+    "num_conv_pos_embedding_groups": 1024, "classifier_proj_size": 4096,
+}  # fmt: skip
+
+
 def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
     """Parse fairseq's ``conv_feature_layers`` string without ``eval``.
 
     Accepts list/tuple literals of ints joined by ``+`` and ``* int``, e.g.
     ``"[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"``. Returns ``[(dim, kernel, stride)]``.
+    At most :data:`MAX_SPEC_CHARS` characters and :data:`MAX_CONV_LAYERS` layers (checked before
+    each list is built), dims up to :data:`MAX_CONV_DIM`, kernels/strides up to
+    :data:`MAX_CONV_KERNEL`.
     """
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ValueError(f"spec of {len(spec)} characters (at most {MAX_SPEC_CHARS})")
+
+    def too_long(n: int) -> ValueError:
+        return ValueError(f"{n} conv layers (at most {MAX_CONV_LAYERS})")
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -32,24 +53,67 @@ def parse_conv_feature_layers(spec: str) -> list[tuple[int, int, int]]:
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Add) and isinstance(left, list) and isinstance(right, list):
+                if len(left) + len(right) > MAX_CONV_LAYERS:
+                    raise too_long(len(left) + len(right))
                 return left + right
             if isinstance(node.op, ast.Mult) and isinstance(left, list) and type(right) is int:
-                if not 0 <= right <= 64:
-                    raise ValueError(f"repeat count {right} out of range")
+                if right < 0 or len(left) * right > MAX_CONV_LAYERS:
+                    raise (
+                        too_long(len(left) * right) if right >= 0 else ValueError("negative repeat")
+                    )
                 return left * right
         raise ValueError(f"unsupported expression {ast.dump(node)[:60]}")
 
-    layers = ev(ast.parse(spec, mode="eval"))
+    try:
+        layers = ev(ast.parse(spec, mode="eval"))
+    except (RecursionError, MemoryError):
+        raise ValueError("expression nested too deeply") from None
+    if isinstance(layers, list) and len(layers) > MAX_CONV_LAYERS:
+        raise too_long(len(layers))
     if (
         not isinstance(layers, list)
         or not layers
         or not all(
-            isinstance(t, tuple) and len(t) == 3 and all(type(v) is int and v > 0 for v in t)
+            isinstance(t, tuple)
+            and len(t) == 3
+            and all(type(v) is int for v in t)
+            and 0 < t[0] <= MAX_CONV_DIM
+            and 0 < t[1] <= MAX_CONV_KERNEL
+            and 0 < t[2] <= MAX_CONV_KERNEL
             for t in layers
         )
     ):
-        raise ValueError("expected a non-empty list of (dim, kernel, stride) int triples")
+        raise ValueError(
+            f"expected a non-empty list of (dim 1..{MAX_CONV_DIM}, kernel and stride "
+            f"1..{MAX_CONV_KERNEL}) int triples"
+        )
     return layers
+
+
+def check_hubert_size(config: HubertConfig, source: str) -> None:
+    """Raise :class:`CheckpointError` if ``config`` asks for sizes beyond :data:`MAX_SIZES`
+    (a file's config is checked before any model, even on the meta device, is built)."""
+    over = [
+        f"{name}={getattr(config, name)!r} (1..{cap})"
+        for name, cap in MAX_SIZES.items()
+        if not (type(getattr(config, name, None)) is int and 1 <= getattr(config, name) <= cap)
+    ]
+    convs = [
+        list(getattr(config, n, None) or []) for n in ("conv_dim", "conv_kernel", "conv_stride")
+    ]
+    if not 1 <= len(convs[0]) <= MAX_CONV_LAYERS or len({len(c) for c in convs}) != 1:
+        over.append(f"{len(convs[0])} conv layers (1..{MAX_CONV_LAYERS}, one kernel/stride each)")
+    elif not all(
+        type(v) is int and 1 <= v <= cap
+        for c, cap in zip(convs, (MAX_CONV_DIM, MAX_CONV_KERNEL, MAX_CONV_KERNEL), strict=True)
+        for v in c
+    ):
+        over.append(f"conv sizes {convs} (dims 1..{MAX_CONV_DIM}, kernels 1..{MAX_CONV_KERNEL})")
+    if over:
+        raise CheckpointError(
+            f"{source}: HuBERT config asks for sizes no content encoder has: {', '.join(over)}; "
+            f"the file is damaged or not a HuBERT checkpoint"
+        )
 
 
 # -- fairseq layout (RVC_FACTS.md §6.4) -----------------------------------------------------
@@ -177,6 +241,8 @@ def hubert_config_from_fairseq(
             "mask_time_length": int(get("mask_length")),
             "classifier_proj_size": proj_size,
         }
-        return HubertConfig(**values)
-    except (TypeError, ValueError) as exc:
+        config = HubertConfig(**values)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{source}: HuBERT config rejected by transformers: {exc}") from None
+    check_hubert_size(config, source)
+    return config

@@ -6,16 +6,22 @@ containers, objects of fairseq classes (``task_state`` keeps the label dictionar
 ``argparse.Namespace``. PyTorch's ``weights_only`` loader refuses those (RVC issue #2575), and the
 plain loader would import fairseq and run whatever the pickle asks for.
 
-Design: ``torch.load(..., weights_only=False, pickle_module=RESTRICTED_PICKLE)``, where our
-``Unpickler.find_class`` is the single gate for every global the pickle names. We did not use
-``weights_only=True`` with ``torch.serialization.safe_globals``: that allowlist takes exact names,
-and a fairseq file may name any fairseq class (dictionaries, meters, enums of its dataclass
-config), which we want to read as inert data rather than enumerate. ``find_class`` allows
+Design: ``torch.load(..., weights_only=False, pickle_module=<ours>)``, where our unpickler is the
+pure-Python one with two gates. ``find_class`` hands out only allowlisted objects, and BUILD (which
+calls ``__setstate__`` with state from the file) runs only on our own stand-ins and on
+``OrderedDict`` (a state dict's ``_metadata``). We did not use ``weights_only=True`` with
+``torch.serialization.safe_globals``: that allowlist takes exact names, and a fairseq file may
+name any fairseq class (dictionaries, meters, enums of its dataclass config), which we want to
+read as inert data rather than enumerate. ``find_class`` allows
 
-- the tensor/storage rebuild helpers, dtypes, layouts and ``torch.Size`` that the zip format uses;
+- the tensor rebuild helpers, dtypes, layouts and ``torch.Size`` that the zip format uses;
 - plain builtin containers and scalars, ``collections.OrderedDict``/``defaultdict``;
-- numpy scalars/dtypes/arrays (fairseq's ``extra_state`` may hold a numpy float) and, for their
-  bytes under pickle protocol 2, ``_codecs.encode`` restricted to the latin-1 str->bytes case;
+  ``bytes``/``bytearray`` only from a string or bytes (never a size to allocate);
+- numpy *scalars* (fairseq's ``extra_state`` may hold a numpy float), through stand-ins that
+  accept a numeric dtype by name and decode its bytes. Real ``numpy.dtype`` is never handed out:
+  its ``__setstate__`` trusts the pickle (a crafted state makes an object dtype, and an array of
+  it turns file bytes into object pointers: a segfault or worse). numpy arrays are refused;
+- ``_codecs.encode`` restricted to the latin-1 str->bytes case (protocol 2's bytes);
 - ``fairseq.*`` names -> an inert :class:`FairseqObject` subclass, ``argparse.Namespace`` ->
   :class:`FairseqNamespace`. Neither has behaviour: they only keep the state the pickle gives.
 
@@ -33,10 +39,15 @@ import pickle
 import types
 from typing import Any
 
+import numpy as np
 import torch
 
 from rvc_lora.utils.errors import CheckpointError
-from rvc_lora.utils.safe_load import require_checkpoint_file
+from rvc_lora.utils.safe_load import check_zip_container, require_checkpoint_file
+
+
+class _Refused(pickle.UnpicklingError):
+    """A stand-in saw data that no fairseq checkpoint holds (reported as a refusal)."""
 
 
 class FairseqObject:
@@ -100,20 +111,70 @@ def _stand_in(module: str, name: str) -> type[FairseqObject]:
 def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
     # Pickle protocol 2 writes a bytes object as _codecs.encode(str, "latin1"); nothing else.
     if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+        raise _Refused(f"_codecs.encode({type(text).__name__}, {encoding!r})")
     return text.encode("latin-1", errors)
 
 
 def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
     # copyreg._reconstructor (protocol 0/1 objects), limited to our inert classes.
     if not (isinstance(cls, type) and issubclass(cls, FairseqObject) and base is object):
-        raise pickle.UnpicklingError(f"copyreg._reconstructor({cls!r}, {base!r})")
+        raise _Refused(f"copyreg._reconstructor({cls!r}, {base!r})")
     return cls.__new__(cls)
 
 
+class NumpyDtypeStandIn:
+    """What ``numpy.dtype(name, align, copy)`` + BUILD gives in a fairseq pickle, as inert data.
+
+    Only the numeric names below are accepted, and the state may say nothing but the byte order;
+    :func:`_numpy_scalar` turns it into a real ``np.dtype`` built from the name alone.
+    """
+
+    NUMERIC = frozenset(
+        {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"}
+    )
+
+    def __init__(self, name: Any, align: Any = False, copy: Any = True) -> None:
+        if not isinstance(name, str) or name not in self.NUMERIC:
+            raise _Refused(f"numpy dtype {str(name)[:20]!r} (only numeric scalars are read)")
+        self.name, self.byteorder = name, "="
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags);
+        # for a plain numeric dtype all but the byte order are None / -1 / 0.
+        if not (
+            isinstance(state, tuple)
+            and len(state) == 8
+            and state[1] in ("<", ">", "|", "=")
+            and state[2:5] == (None, None, None)
+        ):
+            raise _Refused(f"numpy dtype state {str(state)[:60]} (not a plain number)")
+        self.byteorder = state[1]
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    # numpy.core.multiarray.scalar(dtype, bytes): one number of a numeric dtype, nothing else.
+    if not isinstance(dtype, NumpyDtypeStandIn):
+        raise _Refused(f"numpy scalar of {type(dtype).__name__}")
+    real = np.dtype(dtype.name).newbyteorder(dtype.byteorder)
+    if not isinstance(data, bytes) or len(data) != real.itemsize:
+        raise _Refused(f"numpy scalar {dtype.name} with {type(data).__name__} data")
+    return np.frombuffer(data, dtype=real)[0]
+
+
+def _byte_string(cls: type) -> Any:
+    # bytes(n) / bytearray(n) would allocate n bytes that the file never paid for.
+    def make(*args: Any) -> Any:
+        if args and not isinstance(args[0], (str, bytes, bytearray)):
+            raise _Refused(f"{cls.__name__}({type(args[0]).__name__}, ...)")
+        return cls(*args)
+
+    return make
+
+
+_BYTE_STRINGS = {"bytes": _byte_string(bytes), "bytearray": _byte_string(bytearray)}
 _BUILTINS = {
     "dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str",
-    "bytes", "bytearray", "slice", "object",
+    "slice", "object",
 }  # fmt: skip
 _TORCH_HELPERS = {
     "torch._utils": {
@@ -125,9 +186,9 @@ _TORCH_HELPERS = {
     "torch.serialization": {"_get_layout"},
 }  # fmt: skip
 _NUMPY = {
-    "numpy": {"dtype", "ndarray"},
-    "numpy.core.multiarray": {"scalar", "_reconstruct"},
-    "numpy._core.multiarray": {"scalar", "_reconstruct"},
+    ("numpy", "dtype"): NumpyDtypeStandIn,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }
 
 
@@ -135,6 +196,8 @@ def _allowed_global(module: str, name: str) -> Any:
     """The object for ``module.name`` if it is on the allowlist, else ``None``."""
     if module == "builtins" and name in _BUILTINS:
         return getattr(__import__("builtins"), name)
+    if module == "builtins" and name in _BYTE_STRINGS:
+        return _BYTE_STRINGS[name]
     if module == "collections" and name in ("OrderedDict", "defaultdict"):
         return getattr(collections, name)
     if module == "fairseq" or module.startswith("fairseq."):
@@ -147,25 +210,45 @@ def _allowed_global(module: str, name: str) -> Any:
         return _reconstructor
     if module in ("torch", "torch.storage"):
         obj = getattr(torch, name, None)
+        # Storage types never get here: torch's own find_class maps them first.
         if isinstance(obj, (torch.dtype, torch.layout)) or obj is torch.Size or obj is torch.device:
-            return obj
-        if isinstance(obj, type) and name.endswith("Storage"):
             return obj
         return None
     if name in _TORCH_HELPERS.get(module, ()):
         return getattr(__import__(module, fromlist=[name]), name)
-    if name in _NUMPY.get(module, ()):
-        return getattr(__import__(module, fromlist=[name]), name)
-    return None
+    return _NUMPY.get((module, name))
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose ``find_class`` only hands out allowlisted objects.
+def _load_build(self: RestrictedUnpickler) -> None:
+    # BUILD calls __setstate__ (or fills __dict__) with state from the file: only our inert
+    # stand-ins may take it, and an OrderedDict its attributes (a state dict's _metadata).
+    state = self.stack.pop()
+    inst = self.stack[-1]
+    if isinstance(inst, (FairseqObject, NumpyDtypeStandIn)):
+        inst.__setstate__(state)
+    elif (
+        type(inst) is collections.OrderedDict
+        and isinstance(state, dict)
+        and all(isinstance(k, str) and not k.startswith("__") for k in state)
+    ):
+        inst.__dict__.update(state)
+    else:
+        raise CheckpointError(
+            f"{self.source}: refused to load: its pickle sets the state of a "
+            f"{type(inst).__module__}.{type(inst).__qualname__}, which fairseq checkpoints never "
+            f"do; get the file from a trusted source"
+        )
+
+
+class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """Pure-Python unpickler: ``find_class`` hands out only allowlisted objects, BUILD only
+    reaches our stand-ins (the C unpickler cannot gate BUILD).
 
     ``source`` names the file in the refusal message (one line).
     """
 
     source: str = "<checkpoint>"
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _load_build}  # type: ignore[attr-defined]
 
     def find_class(self, module: str, name: str) -> Any:
         # Protocol 2 (torch.save's default) writes Python 2 names such as ``__builtin__.set``;
@@ -205,6 +288,7 @@ def load_fairseq_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             dict, or its pickle names a global outside the allowlist.
     """
     p = require_checkpoint_file(path)
+    check_zip_container(p)  # before torch inflates anything
     try:
         state = torch.load(
             p,
@@ -214,6 +298,11 @@ def load_fairseq_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     except CheckpointError:
         raise
+    except _Refused as exc:
+        raise CheckpointError(
+            f"{p}: refused to load: its pickle holds {str(exc).splitlines()[0][:120]}, which "
+            f"fairseq checkpoints never need; get the file from a trusted source"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - garbage input can fail anywhere in the unpickler
         first = str(exc).splitlines()[0][:160] if str(exc) else "truncated"
         raise CheckpointError(

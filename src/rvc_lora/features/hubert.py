@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from rvc_lora.features.content_rule import HOP, OUTPUT_LAYER, WINDOW
+from rvc_lora.features.content_rule import check_version as _check_version
 from rvc_lora.features.fairseq_layout import (
+    check_hubert_size,
     fairseq_to_hf_key,
     hf_to_fairseq_key,
     hubert_config_from_fairseq,
@@ -33,9 +36,6 @@ if TYPE_CHECKING:
 
     from rvc_lora.features.fairseq_backend import FairseqContentEncoder
 
-# RVC's 1-based fairseq ``output_layer`` per model version (§6.3).
-OUTPUT_LAYER = {"v1": 9, "v2": 12}
-WINDOW, HOP = 400, 320  # receptive field and hop of the conv feature extractor, in samples
 _HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _OPTIONAL_HF_KEYS = {"masked_spec_embed"}  # SpecAugment vector: never used at inference
 _HOW_TO_GET = (
@@ -117,23 +117,27 @@ class ContentEncoder(nn.Module):
                 f"'model'); top-level keys: {sorted(map(str, state))}"
             )
         config = hubert_config_from_fairseq(model_cfg, weights, str(p))
-        enc = cls(config, final_proj="final_proj.weight" in weights, source=p)
-        wn = enc._weight_norm_names()
+        with_proj = "final_proj.weight" in weights
+        # The config's sizes come from the file: check the weights against a model built on the
+        # meta device (no memory) before allocating the real one.
+        probe = cls._on_meta(config, with_proj, p)
+        wn = probe._weight_norm_names()
         flat: dict[str, torch.Tensor] = {}
         unknown: list[str] = []
         for key, value in weights.items():
             if key == "label_embs_concat":  # cluster embeddings for the pretraining loss
                 continue
-            hf_key = fairseq_to_hf_key(key, config.feat_extract_norm, wn)
+            hf_key = fairseq_to_hf_key(str(key), config.feat_extract_norm, wn)
             if hf_key is None:
-                unknown.append(key)
-            elif hf_key == "masked_spec_embed" and not hasattr(enc.hubert, "masked_spec_embed"):
+                unknown.append(str(key))
+            elif hf_key == "masked_spec_embed" and not hasattr(probe.hubert, "masked_spec_embed"):
                 continue
             else:
                 flat[hf_key] = value
-        enc._load_flat(
-            flat, unknown, lambda k: hf_to_fairseq_key(k, config.feat_extract_norm, wn) or k
-        )
+        name_in_file = lambda k: hf_to_fairseq_key(k, config.feat_extract_norm, wn) or k  # noqa: E731
+        probe._check_flat(flat, unknown, name_in_file)
+        enc = cls(config, final_proj=with_proj, source=p)
+        enc._load_flat(flat, unknown, name_in_file)
         return enc
 
     @classmethod
@@ -159,19 +163,38 @@ class ContentEncoder(nn.Module):
         weights = _read_hf_weights(weight_file)
         # HubertFor* heads keep the base model under "hubert."; RVC main's model has no prefix.
         weights = {k.removeprefix("hubert."): v for k, v in weights.items()}
-        if "final_proj.weight" in weights:
-            config.classifier_proj_size = int(weights["final_proj.weight"].shape[0])
-        enc = cls(config, final_proj="final_proj.weight" in weights, source=d)
+        proj = weights.get("final_proj.weight")
+        if torch.is_tensor(proj) and proj.dim() == 2:
+            config.classifier_proj_size = int(proj.shape[0])
+        check_hubert_size(config, str(d / "config.json"))
+        probe = cls._on_meta(config, proj is not None, d)  # shapes first, as from_fairseq
         # Weight-norm tensors under either naming -> the installed transformers' naming.
         pos = "encoder.pos_conv_embed.conv."
-        g, v = enc._weight_norm_names()
+        g, v = probe._weight_norm_names()
         for old, new in (("weight_g", g), ("weight_v", v),
                          ("parametrizations.weight.original0", g),
                          ("parametrizations.weight.original1", v)):  # fmt: skip
             if old != new and pos + old in weights:
                 weights[pos + new] = weights.pop(pos + old)
+        probe._check_flat(weights, [], lambda k: k)
+        enc = cls(config, final_proj=proj is not None, source=d)
         enc._load_flat(weights, [], lambda k: k)
         return enc
+
+    @classmethod
+    def _on_meta(cls, config: HubertConfig, final_proj: bool, source: Path) -> ContentEncoder:
+        """The encoder ``config`` describes, on the meta device (shapes only, no memory)."""
+        try:
+            with torch.device("meta"):
+                return cls(config, final_proj=final_proj, source=source)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - capped but inconsistent sizes fail anywhere
+            first = str(exc).splitlines()[0][:120] if str(exc) else ""
+            raise CheckpointError(
+                f"{source}: its HuBERT config describes no buildable model "
+                f"({type(exc).__name__}: {first}); the file is damaged or not a HuBERT checkpoint"
+            ) from None
 
     def _weight_norm_names(self) -> tuple[str, str]:
         conv = self.hubert.encoder.pos_conv_embed.conv
@@ -186,22 +209,26 @@ class ContentEncoder(nn.Module):
             flat.update({f"final_proj.{k}": t for k, t in self.final_proj.state_dict().items()})
         return flat
 
-    def _load_flat(self, flat: dict[str, Any], unknown: list[str], name_in_file: Any) -> None:
-        """Strictly load ``flat`` (see :meth:`flat_state_dict`); one error lists every problem."""
+    def _check_flat(self, flat: dict[str, Any], unknown: list[str], name_in_file: Any) -> None:
+        """Raise unless ``flat`` fits :meth:`flat_state_dict` exactly; one error lists every
+        problem. Reads only shapes, so ``self`` may live on the meta device."""
         expected = self.flat_state_dict()
         missing = [
             name_in_file(k) for k in expected if k not in flat and k not in _OPTIONAL_HF_KEYS
         ]
         unexpected = unknown + [name_in_file(k) for k in flat if k not in expected]
+        bad = {k: _tensor_problem(t) for k, t in flat.items()}
+        bad_tensors = [f"{name_in_file(k)} ({why})" for k, why in bad.items() if why]
         shapes = [
             f"{name_in_file(k)} {tuple(t.shape)} vs {tuple(expected[k].shape)}"
             for k, t in flat.items()
-            if k in expected and (not torch.is_tensor(t) or t.shape != expected[k].shape)
+            if k in expected and not bad[k] and t.shape != expected[k].shape
         ]
-        if missing or unexpected or shapes:
+        if missing or unexpected or shapes or bad_tensors:
             named = {
                 "missing": missing,
                 "unexpected": unexpected,
+                "not float tensors": bad_tensors,
                 "wrong shape (file vs config)": shapes,
             }
             parts = [f"{what}: {_few(items)}" for what, items in named.items() if items]
@@ -209,6 +236,10 @@ class ContentEncoder(nn.Module):
                 f"{self.source}: weights do not fit the HuBERT its config describes; "
                 f"{'; '.join(parts)}"
             )
+
+    def _load_flat(self, flat: dict[str, Any], unknown: list[str], name_in_file: Any) -> None:
+        """Strictly load ``flat`` (see :meth:`flat_state_dict`); one error lists every problem."""
+        self._check_flat(flat, unknown, name_in_file)
         hub = {k: t for k, t in flat.items() if not k.startswith("final_proj.")}
         self.hubert.load_state_dict(hub, strict=False)  # completeness checked above
         if self.final_proj is not None:
@@ -357,11 +388,6 @@ def convert_fairseq_to_hf_dir(
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _check_version(version: str) -> None:
-    if version not in OUTPUT_LAYER:
-        raise ValueError(f"version must be 'v1' or 'v2', got {version!r}")
-
-
 def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -376,6 +402,19 @@ def _read_hf_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(weights, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(weights).__name__}")
     return weights
+
+
+def _tensor_problem(t: Any) -> str | None:
+    """Why ``t`` cannot be a weight, or ``None``."""
+    if not torch.is_tensor(t):
+        return type(t).__name__
+    if not t.is_floating_point():
+        return str(t.dtype)
+    # A zero stride makes a tensor of any size from a few stored bytes; loading it would
+    # allocate what the file never paid for.
+    if t.device.type != "meta" and t.numel() * t.element_size() > t.untyped_storage().nbytes():
+        return f"{t.numel()} elements over {t.untyped_storage().nbytes()} stored bytes"
+    return None
 
 
 def _few(items: list[str], n: int = 12) -> str:

@@ -3,6 +3,10 @@
 RVC's own ``.pth`` files hold only tensors, dicts, lists, strings and numbers, so PyTorch's
 ``weights_only`` unpickler reads them. Anything else in the pickle (a class, a function call) is
 refused with a message naming the file, instead of the deep ``UnpicklingError`` PyTorch raises.
+
+Before torch reads a zip checkpoint, its directory is checked (:func:`check_zip_container`):
+``torch.save`` stores every entry uncompressed, so a compressed entry, or entries that add up to
+more bytes than the file holds, can only be a zip bomb.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,31 @@ def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def check_zip_container(p: Path) -> None:
+    """Refuse a zip checkpoint that would inflate: an entry not STORED, or entry sizes that add up
+    to more than the file. Reads only the zip directory; a file that is no zip passes (torch then
+    says what it is).
+    """
+    try:
+        with zipfile.ZipFile(p) as zf:
+            entries = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise CheckpointError(
+            f"{p}: refused to load: zip entry {packed[0].filename!r} is compressed "
+            f"(method {packed[0].compress_type}); torch.save never compresses, so the file was "
+            f"made to inflate in memory: get it from a trusted source or re-save it with torch.save"
+        )
+    total, size = sum(e.file_size for e in entries), p.stat().st_size
+    if total > size:
+        raise CheckpointError(
+            f"{p}: refused to load: its zip entries claim {total} bytes in a {size}-byte file "
+            f"(overlapping or lying entries); get it from a trusted source or re-save it"
+        )
+
+
 def safe_torch_load(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with user-facing errors.
 
@@ -36,6 +66,7 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
             refers to Python objects beyond plain containers and tensors.
     """
     p = require_checkpoint_file(path)
+    check_zip_container(p)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
