@@ -4,6 +4,7 @@ checkpoints and resume, builders. CPU only, synthetic batches."""
 from __future__ import annotations
 
 import copy
+import csv
 import math
 import warnings
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins import MixedPrecision
 from torch.utils.data import DataLoader
 
@@ -140,6 +141,22 @@ def test_full_mode_with_trained_d_changes_g_and_d() -> None:
     counts = module.count_parameters()
     assert counts["trainable_g"] == counts["total_g"]
     assert counts["trainable_d"] == counts["total_d"] > 0
+
+
+def test_every_step_logs_d_and_g_metrics_the_first_of_each_epoch_too(tmp_path) -> None:
+    # Lightning drops what a hook logged on an epoch's first batch when another hook logs in
+    # between (LightningModule.log resets the values of a hook name it sees anew there): D's
+    # loss and gradient norm, logged before G's step, vanished from step 0 of every epoch.
+    module = make_module(d_policy="trained", val_metric_items=0)
+    csv_logger = CSVLogger(tmp_path, name="", version="")
+    tr = trainer(max_epochs=2, logger=csv_logger, log_every_n_steps=1)
+    tr.fit(module, loader(2))
+    with open(tmp_path / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/loss_g"]]
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    for row in rows:
+        for name in ("train/loss_d", "train/grad_norm_d", "train/grad_norm_g", "train/loss_mel"):
+            assert math.isfinite(float(row[name] or "nan")), (row["step"], name)
 
 
 def test_lr_decays_once_per_epoch_for_both_optimizers() -> None:

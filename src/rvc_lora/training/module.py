@@ -136,6 +136,7 @@ class VoiceConversionModule(L.LightningModule):
         self.lr_decay, self.c_mel, self.c_kl = float(lr_decay), float(c_mel), float(c_kl)
         self.grad_clip, self.log_audio = grad_clip, log_audio
         self.seed = seed
+        self._grad_norms: dict[str, torch.Tensor] = {}  # of the current step, by "g" / "d"
         self.val_quality = ValQuality(val_metric_items)
         if lora is not None:
             self.lora_targets = inject_lora(generator, lora)
@@ -341,7 +342,6 @@ class VoiceConversionModule(L.LightningModule):
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             self._step_uncounted(opt_d)
-            self.log("train/loss_d", loss_d.detach(), batch_size=n)
             self.toggle_optimizer(opt_g)  # no D gradients from the G loss
         try:
             _, fake, fmap_real, fmap_fake = self.discriminator(y, y_hat)
@@ -357,17 +357,21 @@ class VoiceConversionModule(L.LightningModule):
         finally:
             if opt_d is not None:
                 self.untoggle_optimizer(opt_g)
+        # Everything is logged here, after both steps: on an epoch's first batch Lightning drops
+        # what training_step logged before another hook (on_before_optimizer_step) logged.
         self.log("train/loss_mel", loss_mel.detach(), prog_bar=True, batch_size=n)
-        self.log_dict(
-            {
-                "train/loss_g": loss_g.detach(),
-                "train/loss_gen": loss_gen.detach(),
-                "train/loss_fm": loss_fm.detach(),
-                "train/loss_kl": loss_kl.detach(),
-                "train/lr": float(opt_g.optimizer.param_groups[0]["lr"]),
-            },
-            batch_size=n,
-        )
+        scalars = {
+            "train/loss_g": loss_g.detach(),
+            "train/loss_gen": loss_gen.detach(),
+            "train/loss_fm": loss_fm.detach(),
+            "train/loss_kl": loss_kl.detach(),
+            "train/lr": float(opt_g.optimizer.param_groups[0]["lr"]),
+        }
+        if opt_d is not None:
+            scalars["train/loss_d"] = loss_d.detach()
+        scalars.update({f"train/grad_norm_{k}": v for k, v in self._grad_norms.items()})
+        self._grad_norms = {}
+        self.log_dict(scalars, batch_size=n)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # The precision plugin calls this after AMP unscaled the gradients: the place to clip.
@@ -378,7 +382,7 @@ class VoiceConversionModule(L.LightningModule):
             return
         max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.log(f"train/grad_norm_{which}", norm)
+        self._grad_norms[which] = norm.detach()  # logged by training_step, see there
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Catch up decays that never ran. Resumed from a checkpoint written after the last batch
