@@ -215,3 +215,17 @@ def test_speaker_ids_by_folder_for_multi_speaker_pretraining(tmp_path, encoder_p
     wrong.prepare_data()
     with pytest.raises(ValueError, match="'folder'"):
         wrong.setup("fit")
+
+
+def test_same_name_other_extension_both_train_and_copies_count_once(tmp_path, encoder_path) -> None:
+    voice = tmp_path / "voice"
+    voice.mkdir()
+    sf.write(voice / "a.flac", phrases(16000, n=1, seconds=1.6, seed=1), 16000)
+    sf.write(voice / "a.wav", phrases(16000, n=1, seconds=1.6, seed=2), 16000)
+    (voice / "copy of a.wav").write_bytes((voice / "a.wav").read_bytes())
+    dm = _dm(tmp_path, encoder_path, val_fraction=0.5)
+    dm.prepare_data()
+    assert sorted({i.source for i in dm.report.items}) == ["a.flac", "a.wav"]
+    assert len({i.feature_path for i in dm.report.items}) == len(dm.report.items) == 2
+    # A copy would put the same audio on both sides of the train/validation split.
+    assert dm.report.skipped == [("copy of a.wav", "copy of a.wav: same audio as a.wav; used once")]

@@ -32,6 +32,7 @@ from rvc_lora.utils.errors import RvcLoraError
 log = logging.getLogger(__name__)
 _CHECKSUM = "__sha256__"
 _KEY = "__key__"
+FOLDER = "is a folder, not a file"
 # A cache write takes well under a second and keeps touching its temp file; one untouched for an
 # hour belongs to a killed job (a merely paused writer would fail loudly at its rename).
 STALE_TMP_SECONDS = 3600.0
@@ -84,6 +85,8 @@ def entry_problem(
             retries or fails, and the entry stays on disk.
     """
     path = Path(path)
+    if path.is_dir():
+        return None, FOLDER
     if not path.is_file():
         return None, "missing"
     try:
@@ -148,8 +151,9 @@ def load_entry(
                 ) from None
             time.sleep(0.05 * 4**attempt)
     if problem is not None:
+        fix = "delete it, then run" if problem == FOLDER else "run"
         raise CacheError(
-            f"{path}: cache entry {problem}; run the preparation again "
+            f"{path}: cache entry {problem}; {fix} the preparation again "
             f"(python -m rvc_lora.data.prepare) to rebuild it"
         )
     assert arrays is not None
@@ -170,6 +174,22 @@ def entry_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def entry_busy(path: str | os.PathLike[str]) -> bool:
+    """Whether another job holds :func:`entry_lock` on ``path`` right now (it is extracting)."""
+    lock = Path(f"{path}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def remove_stale_temp_files(root: str | os.PathLike[str]) -> int:

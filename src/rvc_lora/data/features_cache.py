@@ -3,6 +3,8 @@
 Files are sliced and their F0 computed in DataLoader worker processes (CPU-bound); the content
 encoder (and RMVPE, which wants the GPU) run in the main process. Entries already in the cache
 are reused without loading any model, so a second run over the same folder extracts nothing.
+Each entry is extracted under its lock, so parallel jobs sharing a cache (a multirun) extract it
+once; temp files left by killed jobs are removed when a build starts.
 """
 
 from __future__ import annotations
@@ -16,17 +18,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from rvc_lora.audio import AudioError
-from rvc_lora.data.cache import read_entry, read_json, settings_hash, write_entry, write_json
-from rvc_lora.data.preprocess import PrepSettings, slice_recording
-from rvc_lora.features.weights import file_sha256
+from rvc_lora.data.cache import (
+    FOLDER,
+    CacheError,
+    entry_lock,
+    entry_problem,
+    remove_stale_temp_files,
+    settings_hash,
+    write_entry,
+)
+from rvc_lora.data.preprocess import PrepSettings
+from rvc_lora.data.slice_jobs import TRAIN_F0_FILTER, FileJobs, first
 from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
-# RVC median-filters harvest F0 only at conversion; its training extraction is unfiltered.
-TRAIN_F0_FILTER = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class PreparedItem:
     slice_path: Path
     feature_path: Path
     frames: int  # at 100 frames/s
+    span: tuple[int, int] | None = None  # samples of the recording (at the model rate) it holds
+    segment: int = 0  # stretch between long silences it comes from (chunks of one overlap)
 
 
 @dataclass
@@ -67,82 +76,6 @@ class PrepareReport:
         if self.skipped:
             text += f"; {len(self.skipped)} files skipped"
         return text
-
-
-class _FileJobs(Dataset):
-    """One job per source file, run in a worker: slice (or reuse slices), F0 for new slices."""
-
-    def __init__(
-        self,
-        root: Path,
-        files: list[Path],
-        cache_dir: Path,
-        prep: PrepSettings,
-        prep_key: str,
-        feature_dir: Path,
-        f0_method: str,
-    ) -> None:
-        self.root, self.files, self.cache_dir = root, files, cache_dir
-        self.prep, self.prep_key, self.feature_dir, self.f0_method = (
-            prep,
-            prep_key,
-            feature_dir,
-            f0_method,
-        )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.files[index]
-        rel = path.relative_to(self.root).as_posix()
-        try:
-            return self._run(path, rel)
-        except AudioError as exc:
-            return {"source": rel, "error": str(exc)}
-
-    def _run(self, path: Path, rel: str, retry: bool = True) -> dict[str, Any]:
-        from rvc_lora.features.f0 import compute_f0
-
-        file_key = f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
-        slice_dir = self.cache_dir / "slices" / file_key
-        manifest = read_json(slice_dir / "manifest.json")
-        sliced = False
-        if manifest is None or not all(
-            (slice_dir / f"{i:04d}.npz").is_file() for i in range(manifest["count"])
-        ):
-            slices = slice_recording(path, self.prep)
-            for i, s in enumerate(slices):
-                write_entry(slice_dir / f"{i:04d}.npz", {"wav": s.wav, "wav16k": s.wav16k})
-            manifest = {"count": len(slices), "source": rel}
-            write_json(slice_dir / "manifest.json", manifest)
-            sliced = True
-        chunks = []
-        for i in range(manifest["count"]):
-            item_id = f"{file_key}-{i:04d}"
-            slice_path = slice_dir / f"{i:04d}.npz"
-            feature_path = self.feature_dir / f"{item_id}.npz"
-            record = {"item_id": item_id, "slice_path": slice_path, "feature_path": feature_path}
-            feats = read_entry(feature_path)
-            if feats is not None:
-                record["frames"] = int(feats["f0"].shape[0])
-            else:
-                arrays = read_entry(slice_path)
-                if arrays is None:  # damaged since the manifest was written: slice again
-                    if not retry:
-                        raise AudioError(f"{slice_path}: cached slice unreadable after rebuild")
-                    (slice_dir / "manifest.json").unlink(missing_ok=True)
-                    return self._run(path, rel, retry=False)
-                wav16k = arrays["wav16k"]
-                record["wav16k"] = wav16k
-                if self.f0_method != "rmvpe":  # RMVPE is a network: main process, maybe GPU
-                    record["f0"] = compute_f0(wav16k, self.f0_method, filter_radius=TRAIN_F0_FILTER)
-            chunks.append(record)
-        return {"source": rel, "chunks": chunks, "sliced": sliced}
-
-
-def _first(batch: list[Any]) -> Any:
-    return batch[0]
 
 
 class FeatureCacheBuilder:
@@ -180,16 +113,23 @@ class FeatureCacheBuilder:
 
     def build(self, input_dir: str | os.PathLike[str], files: list[Path]) -> PrepareReport:
         """Prepare ``files`` (under ``input_dir``); returns items, skips and counts."""
-        from rvc_lora.features.pitch import coarse_pitch
-
         root = Path(input_dir)
+        if self.cache_dir.is_dir():
+            remove_stale_temp_files(self.cache_dir)
         prep_key = settings_hash(asdict(self.prep))
         feature_dir = self.cache_dir / "features" / self.feature_key()[:16]
-        jobs = _FileJobs(
-            root, files, self.cache_dir, self.prep, prep_key, feature_dir, self.features.f0_method
+        jobs = FileJobs(
+            root,
+            files,
+            self.cache_dir,
+            self.prep,
+            prep_key,
+            feature_dir,
+            self.features.f0_method,
         )
-        loader = DataLoader(jobs, batch_size=1, num_workers=self.num_workers, collate_fn=_first)
+        loader = DataLoader(jobs, batch_size=1, num_workers=self.num_workers, collate_fn=first)
         report = PrepareReport()
+        first_of: dict[str, str] = {}  # audio hash -> first file with that audio
         with _progress(self.progress, len(files)) as advance:
             for result in loader:
                 advance(result["source"])
@@ -197,34 +137,29 @@ class FeatureCacheBuilder:
                     report.skipped.append((result["source"], result["error"]))
                     log.warning("skipped %s", result["error"])
                     continue
+                source = result["source"]
+                twin = first_of.setdefault(result["file_key"], source)
+                if twin != source:  # a copy on both sides of the split would leak validation
+                    reason = f"{source}: same audio as {twin}; used once"
+                    report.skipped.append((source, reason))
+                    log.warning("skipped %s", reason)
+                    continue
                 report.files_sliced += int(result["sliced"])
                 for chunk in result["chunks"]:
-                    if "wav16k" in chunk:
-                        f0 = chunk.get("f0")
-                        if f0 is None:
-                            f0 = self._rmvpe_f0(chunk["wav16k"])
-                        feats = self._content(chunk["wav16k"])
-                        n = len(chunk["wav16k"]) // 160
-                        f0 = np.asarray(f0, dtype=np.float32)[:n]
-                        write_entry(
-                            chunk["feature_path"],
-                            {
-                                "feats": feats.astype(np.float16),
-                                "f0": f0,
-                                "pitch": coarse_pitch(f0).astype(np.int16),
-                            },
-                        )
-                        chunk["frames"] = len(f0)
+                    if "wav16k" in chunk and self._extract(chunk, jobs.feature_check):
                         report.slices_extracted += 1
                     else:
                         report.slices_reused += 1
+                    start, end, segment = chunk["span"]
                     report.items.append(
                         PreparedItem(
                             chunk["item_id"],
-                            result["source"],
+                            source,
                             Path(chunk["slice_path"]),
                             Path(chunk["feature_path"]),
                             int(chunk["frames"]),
+                            (int(start), int(end)),
+                            int(segment),
                         )
                     )
         if report.skipped:
@@ -237,6 +172,41 @@ class FeatureCacheBuilder:
             )
         return report
 
+    def _extract(self, chunk: dict[str, Any], check) -> bool:
+        """Write the feature entry of ``chunk`` unless another job did; ``True`` if we did.
+
+        Under the entry's lock, so that parallel jobs (a multirun sharing one cache) extract
+        each slice once: the second finds the first's entry when it gets the lock.
+        """
+        from rvc_lora.features.pitch import coarse_pitch
+
+        path = Path(chunk["feature_path"])
+        with entry_lock(path):
+            done, problem = entry_problem(path, check=check)
+            if done is not None:
+                chunk["frames"] = int(done["f0"].shape[0])
+                return False
+            if problem == FOLDER:
+                raise CacheError(
+                    f"{path}: cache entry {problem}; delete it, then run the preparation again"
+                )
+            wav16k = chunk["wav16k"]
+            f0 = chunk.get("f0")
+            if f0 is None:  # RMVPE, or the worker saw another job extracting this entry
+                f0 = self._f0(wav16k)
+            feats = self._content(wav16k)
+            f0 = np.asarray(f0, dtype=np.float32)[: len(wav16k) // 160]
+            write_entry(
+                path,
+                {
+                    "feats": feats.astype(np.float16),
+                    "f0": f0,
+                    "pitch": coarse_pitch(f0).astype(np.int16),
+                },
+            )
+        chunk["frames"] = len(f0)
+        return True
+
     def _content(self, wav16k: np.ndarray) -> np.ndarray:
         """Content features ``[T50, D]`` at 50 frames/s (doubled to 100 when batches are made)."""
         if self._encoder is None:
@@ -248,9 +218,11 @@ class FeatureCacheBuilder:
         wav = torch.from_numpy(wav16k).float().unsqueeze(0).to(self.features.device)
         return self._encoder.extract(wav, self.features.version)[0].float().cpu().numpy()
 
-    def _rmvpe_f0(self, wav16k: np.ndarray) -> np.ndarray:
+    def _f0(self, wav16k: np.ndarray) -> np.ndarray:
         from rvc_lora.features.f0 import compute_f0
 
+        if self.features.f0_method != "rmvpe":
+            return compute_f0(wav16k, self.features.f0_method, filter_radius=TRAIN_F0_FILTER)
         if self._rmvpe is None:
             from rvc_lora.features.rmvpe import load_rmvpe
 
@@ -264,6 +236,7 @@ def _reason_kind(reason: str) -> str:
         "empty",
         "too short",
         "silence",
+        "same audio",
         "NaN",
         "no speech",
         "not decodable",

@@ -1,0 +1,126 @@
+"""The per-file part of preparing a folder, run in DataLoader workers: slice each recording
+once (under a lock, across jobs) and compute CPU F0 for slices that have no features yet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from rvc_lora.audio import AudioError
+from rvc_lora.data.cache import (
+    entry_busy,
+    entry_lock,
+    read_entry,
+    read_json,
+    write_entry,
+    write_json,
+)
+from rvc_lora.data.entries import check_features, check_slice
+from rvc_lora.data.preprocess import PrepSettings, slice_recording
+from rvc_lora.features.weights import file_sha256
+
+# RVC median-filters harvest F0 only at conversion; its training extraction is unfiltered.
+TRAIN_F0_FILTER = 0
+
+
+class FileJobs(Dataset):
+    """One job per source file, run in a worker: slice (or reuse slices), F0 for new slices."""
+
+    def __init__(
+        self,
+        root: Path,
+        files: list[Path],
+        cache_dir: Path,
+        prep: PrepSettings,
+        prep_key: str,
+        feature_dir: Path,
+        f0_method: str,
+    ) -> None:
+        self.root, self.files, self.cache_dir = root, files, cache_dir
+        self.prep, self.prep_key, self.feature_dir, self.f0_method = (
+            prep,
+            prep_key,
+            feature_dir,
+            f0_method,
+        )
+        # The width is not checked: the feature folder is keyed by the encoder's weights.
+        self.feature_check = check_features()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.files[index]
+        rel = path.relative_to(self.root).as_posix()
+        try:
+            return self._run(path, rel)
+        except AudioError as exc:
+            return {"source": rel, "error": str(exc)}
+
+    def _run(self, path: Path, rel: str, reslice: bool = False) -> dict[str, Any]:
+        from rvc_lora.features.f0 import compute_f0
+
+        file_key = f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
+        slice_dir = self.cache_dir / "slices" / file_key
+        manifest, sliced = self._slices(path, rel, slice_dir, reslice)
+        chunks = []
+        for i, (start, end, segment) in enumerate(manifest["spans"]):
+            item_id = f"{file_key}-{i:04d}"
+            slice_path = slice_dir / f"{i:04d}.npz"
+            feature_path = self.feature_dir / f"{item_id}.npz"
+            record = {
+                "item_id": item_id,
+                "slice_path": slice_path,
+                "feature_path": feature_path,
+                "span": (start, end, segment),
+            }
+            feats = read_entry(feature_path, check=self.feature_check)
+            if feats is not None:
+                record["frames"] = int(feats["f0"].shape[0])
+            else:
+                arrays = read_entry(slice_path, check=check_slice(self.prep.sr))
+                if arrays is None:  # damaged since the manifest was written: slice again
+                    if reslice:
+                        raise AudioError(f"{slice_path}: cached slice unreadable after rebuild")
+                    return self._run(path, rel, reslice=True)
+                wav16k = arrays["wav16k"]
+                record["wav16k"] = wav16k
+                # RMVPE is a network (main process, maybe GPU); and an entry that another job
+                # is extracting right now will be there when the main process takes its lock.
+                if self.f0_method != "rmvpe" and not entry_busy(feature_path):
+                    record["f0"] = compute_f0(wav16k, self.f0_method, filter_radius=TRAIN_F0_FILTER)
+            chunks.append(record)
+        return {"source": rel, "file_key": file_key, "chunks": chunks, "sliced": sliced}
+
+    def _slices(
+        self, path: Path, rel: str, slice_dir: Path, reslice: bool
+    ) -> tuple[dict[str, Any], bool]:
+        """The slice manifest of ``path``, slicing it first if needed (once across jobs)."""
+        manifest_path = slice_dir / "manifest.json"
+        with entry_lock(manifest_path):
+            manifest = read_json(manifest_path)
+            if not reslice and _complete(manifest, slice_dir):
+                return manifest, False
+            slices = slice_recording(path, self.prep)
+            for i, s in enumerate(slices):
+                write_entry(slice_dir / f"{i:04d}.npz", {"wav": s.wav, "wav16k": s.wav16k})
+            manifest = {
+                "count": len(slices),
+                "source": rel,
+                "spans": [[int(s.start), int(s.end), s.segment] for s in slices],
+            }
+            write_json(manifest_path, manifest)
+        return manifest, True
+
+
+def _complete(manifest: Any, slice_dir: Path) -> bool:
+    """A manifest with every slice's place in the recording and every slice file present."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("spans"), list):
+        return False
+    return all((slice_dir / f"{i:04d}.npz").is_file() for i in range(len(manifest["spans"])))
+
+
+def first(batch: list[Any]) -> Any:
+    return batch[0]
