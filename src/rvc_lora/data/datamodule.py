@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rvc_lora.audio import find_audio_files
 from rvc_lora.data.cache import load_entry
+from rvc_lora.data.entries import check_features, check_slice
 from rvc_lora.data.features_cache import (
     FeatureCacheBuilder,
     FeatureSettings,
@@ -28,6 +29,7 @@ from rvc_lora.spectral import linear_spectrogram
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
 
 log = logging.getLogger(__name__)
+_SLICE, _FEATURES = check_slice(), check_features()
 
 
 @dataclass
@@ -71,7 +73,8 @@ class VoiceDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.items[index]
         # Never deletes: other jobs may be reading the same entries (CacheError if damaged).
-        audio, feats = load_entry(item.slice_path), load_entry(item.feature_path)
+        audio = load_entry(item.slice_path, check=_SLICE)
+        feats = load_entry(item.feature_path, check=_FEATURES)
         hop = self.spec.hop_length
         phone = np.repeat(feats["feats"].astype(np.float32), 2, axis=0)  # 50 -> 100 frames/s
         t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
@@ -121,13 +124,16 @@ def _pad_time(x: torch.Tensor, size: int, time_first: bool) -> torch.Tensor:
 def split_by_source(
     items: list[PreparedItem], val_fraction: float, seed: int
 ) -> tuple[list[PreparedItem], list[PreparedItem]]:
-    """Deterministic train/val split by source file, so no recording is on both sides.
+    """Deterministic train/val split in which no audio is on both sides.
 
-    With a single source file the last slice of it is held out instead.
+    Whole source files are held out. With a single file, whole stretches between its long
+    silences are; with a single stretch (its chunks overlap by 0.3 s), the last chunk is, and the
+    training chunks that share audio with it are left out. A single slice cannot be split:
+    validation then reuses it, with a warning.
     """
     sources = sorted({i.source for i in items})
     if len(sources) < 2:
-        return (items[:-1], items[-1:]) if len(items) > 1 else (items, items)
+        return _split_one_recording(items, val_fraction)
     rng = random.Random(seed)
     shuffled = sources[:]
     rng.shuffle(shuffled)
@@ -137,6 +143,40 @@ def split_by_source(
         [i for i in items if i.source not in val_sources],
         [i for i in items if i.source in val_sources],
     )
+
+
+def _split_one_recording(
+    items: list[PreparedItem], val_fraction: float
+) -> tuple[list[PreparedItem], list[PreparedItem]]:
+    segments = sorted({i.segment for i in items})
+    if len(segments) >= 2:  # stretches between long silences share no audio
+        n_val = min(max(1, round(val_fraction * len(segments))), len(segments) - 1)
+        held = set(segments[-n_val:])
+        return [i for i in items if i.segment not in held], [i for i in items if i.segment in held]
+    if len(items) >= 2 and all(i.span is not None for i in items):
+        val = max(items, key=lambda i: i.span)
+        train = [i for i in items if not _overlap(i, val)]
+        if train:
+            log.warning(
+                "validation: one recording without long pauses; holding out its last %.1f s of "
+                "audio and leaving out %d training slice(s) that share audio with it; add "
+                "recordings for a split by file",
+                val.frames / 100,
+                len(items) - len(train) - 1,
+            )
+            return train, [val]
+    log.warning(
+        "validation: too little audio for an honest split (%d slice(s) from one recording): "
+        "validation reuses the training audio, so its scores measure fit, not generalisation; "
+        "add recordings",
+        len(items),
+    )
+    return items, items
+
+
+def _overlap(a: PreparedItem, b: PreparedItem) -> bool:
+    assert a.span is not None and b.span is not None
+    return a.source == b.source and a.span[0] < b.span[1] and b.span[0] < a.span[1]
 
 
 class VoiceDataModule(L.LightningDataModule):
