@@ -181,3 +181,47 @@ def test_exported_pth_converts_like_the_adapter(voice, source, tmp_path) -> None
     assert a.shape == e.shape
     # The export stores fp16 weights (RVC's format); that rounding is the only difference.
     assert np.abs(a - e).max() < 2e-2 * np.abs(a).max()
+
+
+def test_sources_differing_only_in_extension_both_convert(voice, tmp_path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.flac", phrases(22050, n=2, seconds=1.2, seed=3), 22050)
+    sf.write(src / "a.wav", phrases(22050, n=1, seconds=1.0, seed=4), 22050)
+    written = run(_cfg(ckpt=voice, source=src, output=tmp_path / "out"))
+    assert sorted(p.name for p in written) == ["a.flac.wav", "a.wav"]
+    for name, source in (("a.flac.wav", "a.flac"), ("a.wav", "a.wav")):
+        # each output is the conversion of its own source (they differ in length)
+        assert (
+            abs(sf.info(tmp_path / "out" / name).duration - sf.info(src / source).duration) < 0.03
+        )
+    assert "a.flac -> a.flac.wav (a.wav is the output of another file)" in capsys.readouterr().out
+
+
+def test_outputs_that_would_still_collide_are_refused_before_converting(voice, tmp_path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.flac", "a.wav", "a.flac.wav"):
+        sf.write(src / name, phrases(16000, n=1, seconds=1.0, seed=len(name)), 16000)
+    with pytest.raises(RvcLoraError) as err:
+        run(_cfg(ckpt=voice, source=src, output=tmp_path / "out"))
+    assert str(err.value) == (
+        f"{src}: a.flac and a.flac.wav would both be written to a.flac.wav; rename one of them"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_too_short_input_names_its_file(voice, source, tmp_path) -> None:
+    short = tmp_path / "blip.wav"
+    sf.write(short, phrases(16000, n=1, seconds=1.0)[8000:8160], 16000)  # 160 samples
+    with pytest.raises(RvcLoraError) as err:
+        run(_cfg(ckpt=voice, source=short, output=tmp_path / "o.wav"))
+    assert str(err.value) == (
+        f"{short}: too short (10 ms, 160 samples at 16 kHz); need at least 25 ms"
+    )
+    folder = tmp_path / "in"
+    folder.mkdir()
+    short.rename(folder / "blip.wav")
+    sf.write(folder / "ok.wav", sf.read(source)[0], 22050)
+    written = run(_cfg(ckpt=voice, source=folder, output=tmp_path / "out"))
+    assert [p.name for p in written] == ["ok.wav"]  # the short file is skipped, not fatal

@@ -51,7 +51,7 @@ WINDOW = 160  # one F0/synthesizer frame at 16 kHz (10 ms)
 INPUT_PEAK = 0.95
 OUTPUT_PEAK = 0.99
 _BH, _AH = signal.butter(N=5, Wn=48, btype="high", fs=SR_IN)
-_MIN_SAMPLES = 400  # HuBERT's receptive field
+MIN_SAMPLES = 400  # HuBERT's receptive field
 
 
 class ConversionError(RvcLoraError, ValueError):
@@ -270,9 +270,9 @@ class ConversionPipeline:
         x = np.asarray(audio16k)
         if x.ndim != 1:
             raise ConversionError(f"expected mono audio [N] at 16 kHz, got shape {list(x.shape)}")
-        if len(x) < _MIN_SAMPLES:
+        if len(x) < MIN_SAMPLES:
             raise ConversionError(
-                f"input has {len(x)} samples; need at least {_MIN_SAMPLES} (25 ms at 16 kHz)"
+                f"input has {len(x)} samples; need at least {MIN_SAMPLES} (25 ms at 16 kHz)"
             )
         if not np.isfinite(x).all():
             raise ConversionError("input audio contains NaN or Inf samples")

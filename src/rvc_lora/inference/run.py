@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ def export_voice(model, output: Path, index_path: Path | None) -> Path:
 def convert_sources(
     cfg: DictConfig, model, meta: dict, trained: DictConfig | None, index_path: Path | None
 ) -> list[Path]:
+    from rvc_lora.inference.pipeline import MIN_SAMPLES
     from rvc_lora.inference.pitch import parse_pitch, require_voice_median
 
     source, output = Path(cfg.source), Path(cfg.output)
@@ -150,7 +152,7 @@ def convert_sources(
         files = find_audio_files(source)
         if not files:
             raise InferenceError(f"{source}: no audio files in this folder")
-        targets = [output / f.relative_to(source).with_suffix(".wav") for f in files]
+        targets = [output / name for name in output_names(files, source)]
     elif source.is_file():
         files, targets = [source], [output]
     else:
@@ -170,6 +172,11 @@ def convert_sources(
     for src, dst in _progress(list(zip(files, targets)), enabled=len(files) > 1):
         try:
             audio, _ = load_audio(src, 16000)
+            if len(audio) < MIN_SAMPLES:  # HuBERT needs one window; named here, per file
+                raise AudioError(
+                    f"{src}: too short ({len(audio) / 16:.0f} ms, {len(audio)} samples at 16 kHz);"
+                    f" need at least {MIN_SAMPLES / 16:.0f} ms"
+                )
             if float(np.abs(audio).max()) < 1e-4:
                 raise AudioError(f"{src}: the audio is silent; nothing to convert")
             converted, sr = pipeline.convert(model, audio, options, index)
@@ -188,6 +195,34 @@ def convert_sources(
     for reason in failed:
         print(f"  skipped: {reason}")
     return written
+
+
+def output_names(files: list[Path], source: Path) -> list[Path]:
+    """Output path of each file of a ``source`` folder, relative to the output folder.
+
+    ``a.flac`` becomes ``a.wav``; when two sources differ only in their extension, the ``.wav``
+    one keeps ``a.wav`` and the others keep their whole name (``a.flac.wav``), so neither
+    replaces the other.
+
+    Raises:
+        InferenceError: two sources would still share an output (checked before converting).
+    """
+    rel = [f.relative_to(source) for f in files]
+    plain = [r.with_suffix(".wav") for r in rel]
+    taken = Counter(plain)
+    names = [
+        p if taken[p] == 1 or r == p else r.with_name(f"{r.name}.wav") for r, p in zip(rel, plain)
+    ]
+    first: dict[Path, Path] = {}
+    for r, name in zip(rel, names):
+        other = first.setdefault(name, r)
+        if other != r:
+            raise InferenceError(
+                f"{source}: {other} and {r} would both be written to {name}; rename one of them"
+            )
+        if name != r.with_suffix(".wav"):
+            print(f"  {r} -> {name} ({r.with_suffix('.wav')} is the output of another file)")
+    return names
 
 
 def _progress(items: list, enabled: bool):
