@@ -3,6 +3,8 @@ comes back exactly, blends are exact linear combinations, merged equals unmerged
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from rvc_lora.lora import LoraConfig, inject_lora, load_adapter, lora_layers, sa
 from rvc_lora.models import build_synthesizer, get_preset
 from rvc_lora.utils.errors import CheckpointError
 from tests.conftest import synth_inputs
+from tests.lora.adapter_files import file_tensors, rewrite
 from tests.lora.tiny import randomize_adapter, rel_err
 
 TINY = get_preset("tiny")
@@ -180,3 +183,25 @@ def test_names_and_errors(bank, adapters) -> None:
     local.remove("d")
     assert local.active is None and local.voices == []
     assert torch.equal(infer(local.model), infer(make_base()))
+
+
+@pytest.mark.parametrize("drop", [["version"], ["sr", "f0"], ["sha256", "version", "sr", "f0"]])
+def test_adapter_without_base_identity_is_refused(adapters, drop, tmp_path) -> None:
+    tensors, meta = file_tensors(adapters["a"])
+    identity = json.loads(meta["base_identity"])
+    assert (identity["version"], identity["sr"], identity["f0"]) == ("v1", 16000, True)
+    stripped = tmp_path / "stripped.safetensors"
+    rewrite(
+        adapters["a"],
+        stripped,
+        base_identity=json.dumps({k: v for k, v in identity.items() if k not in drop}),
+    )
+    bank = VoiceBank(make_base())
+    with pytest.raises(CheckpointError) as err:
+        bank.add("x", stripped)
+    assert str(err.value) == (
+        f"{stripped}: adapter's base identity lacks {', '.join(drop)} (stripped, or not "
+        "written by save_adapter), so nothing ties it to a base; add adapters trained on "
+        "this bank's base model"
+    )
+    assert "x" not in bank and not lora_layers(bank.model)

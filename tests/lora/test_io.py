@@ -22,6 +22,7 @@ from rvc_lora.lora import (
 )
 from rvc_lora.lora import io as lora_io
 from rvc_lora.utils.errors import CheckpointError
+from tests.lora.adapter_files import assert_same_state, file_tensors, rewrite, state
 from tests.lora.tiny import combos, config, make_input, make_model, randomize_adapter
 
 EXTRA = [r"emb\.weight"]
@@ -179,3 +180,70 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         save_adapter(_trained("linear", "legacy"), path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        # Sorted, `bod.*` would come first and win: rank 2 (a refused load) ...
+        {"rank_pattern": {r"body\.0": 4, r"bod.*": 2}, "alpha_pattern": {r"body\.0": 4.0}},
+        # ... or alpha 32 instead of 4: a silently 8x larger delta.
+        {"alpha_pattern": {r"body\.0": 4.0, r"bod.*": 32.0}},
+    ],
+    ids=["rank", "alpha"],
+)
+def test_overlapping_patterns_keep_their_order_through_a_file(kw, tmp_path):
+    src = _trained("conv_k3_d3", "param", **kw)
+    want_rank = 4 if "rank_pattern" in kw else 8
+    assert lora_layers(src)["body.0"].scale == 4.0 / want_rank
+    x, sid = make_input("conv_k3_d3")
+    path = save_adapter(src, tmp_path / "a.safetensors", dtype=torch.float32)
+    dst = make_model("conv_k3_d3", "param")
+    assert load_adapter(dst, path) == injection(src).config
+    layer = lora_layers(dst)["body.0"]
+    assert (layer.rank, layer.scale) == (want_rank, 4.0 / want_rank)
+    assert torch.equal(dst(x, sid), src(x, sid))
+
+
+def _as_format_1(path, out):
+    """The same adapter as the previous format wrote it: patterns as JSON objects, keys sorted."""
+    cfg = json.loads(file_tensors(path)[1]["lora_config"])
+    for name in ("rank_pattern", "alpha_pattern"):
+        cfg[name] = dict(sorted(cfg[name]))
+    return rewrite(path, out, config=cfg, format_version="1")
+
+
+def test_format_1_files_load_unless_their_patterns_are_ambiguous(tmp_path):
+    x, sid = make_input("conv_k3_d3")
+    # Overlapping but agreeing patterns, and a pattern matching no wrapped module: order is moot.
+    agree = {"rank_pattern": {r"body\.0": 4, r"bod.*": 4, "post": 2}}
+    src = _trained("conv_k3_d3", "param", **agree)
+    path = save_adapter(src, tmp_path / "a.safetensors", dtype=torch.float32)
+    old = _as_format_1(path, tmp_path / "old.safetensors")
+    assert list(json.loads(file_tensors(old)[1]["lora_config"])["rank_pattern"]) == [
+        "bod.*",
+        r"body\.0",
+        "post",
+    ]
+    dst = make_model("conv_k3_d3", "param")
+    cfg = load_adapter(dst, old)
+    assert cfg.rank_pattern == [("bod.*", 4), (r"body\.0", 4), ("post", 2)]
+    assert torch.equal(dst(x, sid), src(x, sid))
+
+    clash = {"alpha_pattern": {r"body\.0": 4.0, r"bod.*": 32.0}}
+    path = save_adapter(_trained("conv_k3_d3", "param", **clash), tmp_path / "b.safetensors")
+    old = _as_format_1(path, tmp_path / "old_b.safetensors")
+    dst = make_model("conv_k3_d3", "param")
+    before = state(dst)
+    with pytest.raises(CheckpointError) as err:
+        load_adapter(dst, old)
+    assert str(err.value) == (
+        f"{old}: alpha_pattern patterns ['bod.*', 'body\\\\.0'] all match 'body.0' with "
+        "different values, and this older file stored them sorted, so their order is lost; "
+        "re-save the adapter from its training checkpoint (.ckpt) with this version"
+    )
+    assert_same_state(dst, before)
+    assert injection(dst) is None
+    # The same adapter in today's format keeps its order.
+    again = load_adapter(make_model("conv_k3_d3", "param"), path)
+    assert again.alpha_pattern == [(r"body\.0", 4.0), ("bod.*", 32.0)]

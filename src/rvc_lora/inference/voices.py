@@ -44,6 +44,7 @@ from rvc_lora.lora import (
     trainable_parameters,
     unload_lora,
 )
+from rvc_lora.lora.identity import check_identity
 from rvc_lora.lora.inject import rvc_param_name
 from rvc_lora.models.synthesizer import Synthesizer
 from rvc_lora.utils.errors import CheckpointError
@@ -321,18 +322,10 @@ class VoiceBank:
         return self._identities[key]
 
     def _check_base(self, af: AdapterFile, where: str) -> None:
-        mine, theirs = self._identity(list(af.config.extra_trainable)), af.base_identity
-        differ = [
-            k
-            for k in theirs
-            if theirs[k] is not None and mine.get(k) is not None and theirs[k] != mine[k]
-        ]
-        if differ:
-            raise CheckpointError(
-                f"{where}: adapter was trained on another base (base sha256 file "
-                f"{str(theirs.get('sha256'))[:16]} vs bank {mine['sha256'][:16]}; differs in "
-                f"{differ}); add adapters trained on this bank's base model"
-            )
+        mine = self._identity(list(af.config.extra_trainable))
+        check_identity(
+            af.base_identity, mine, where, "add adapters trained on this bank's base model"
+        )
 
     def _check_fit(self, af: AdapterFile, where: str) -> None:
         expected: dict[str, tuple[int, ...]] = {}

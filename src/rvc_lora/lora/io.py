@@ -3,15 +3,17 @@
 Keys are the original module path + ``.lora_A`` / ``.lora_B`` (+ ``.lora_magnitude`` for DoRA)
 and extra tensors by their RVC parameter name (``emb_g.weight``). Metadata values are strings:
 ``format_version``, ``lora_config`` / ``matched_modules`` / ``base_identity`` as JSON.
+
+Adapter files come from anywhere, so :func:`read_adapter` trusts nothing in them: every problem
+is one :class:`CheckpointError` naming the file, raised before any model is touched.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,23 +24,40 @@ from safetensors.torch import save_file
 from torch import nn
 
 from rvc_lora.lora.config import LoraConfig, LoraError
+from rvc_lora.lora.identity import (
+    IDENTITY_EXCLUDE,
+    base_identity,
+    base_state_dict,
+    check_identity,
+    refuse_merged,
+)
 from rvc_lora.lora.inject import (
     inject_lora,
     injection,
     lora_layers,
-    rvc_param_name,
     trainable_parameters,
     unload_lora,
 )
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import CheckpointError
 
-FORMAT_VERSION = "1"
+# 2: rank_pattern / alpha_pattern as ordered [regex, value] pairs. Format 1 wrote them as JSON
+# objects with sorted keys, which loses the order that decides which pattern wins.
+FORMAT_VERSION = "2"
+READABLE_FORMATS = ("1", "2")
 _META_KEYS = ("format_version", "lora_config", "matched_modules", "base_identity")
-# RVC's inference .pth drops the posterior encoder; leaving it out of the identity lets an
-# adapter trained on the training generator load onto the exported inference model.
-IDENTITY_EXCLUDE: tuple[str, ...] = (r"enc_q\..*",)
-_ADAPTER_ATTRS = ("lora_A", "lora_B", "lora_magnitude")
+# Half and single precision are what save_adapter writes; double is harmless to read.
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+__all__ = [
+    "IDENTITY_EXCLUDE",
+    "AdapterFile",
+    "base_identity",
+    "base_state_dict",
+    "load_adapter",
+    "read_adapter",
+    "save_adapter",
+]
 
 
 @dataclass
@@ -49,66 +68,6 @@ class AdapterFile:
     config: LoraConfig
     matched: list[str]
     base_identity: dict[str, Any]
-
-
-def _refuse_merged(model: nn.Module) -> None:
-    if any(layer.merged for layer in lora_layers(model).values()):
-        raise LoraError("adapters are merged into the base; call unmerge_lora(model) first")
-
-
-def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The base model's tensors under RVC names, adapter tensors dropped, in the model's order.
-
-    ``<w>.base_layer.x`` becomes ``<w>.x``, so the result loads into an un-injected model (and is
-    what a training run saves as ``base.pth`` when it starts from a random init).
-    """
-    layers = lora_layers(model)
-    skip = {f"{w}.{a}" for w in layers for a in _ADAPTER_ATTRS}
-    out = {}
-    for key, t in model.state_dict().items():
-        if key in skip:
-            continue
-        head, sep, tail = key.partition(".base_layer.")
-        out[rvc_param_name(f"{head}.{tail}" if sep and head in layers else key)] = t
-    return out
-
-
-def _base_state(model: nn.Module, exclude: Sequence[str]) -> list[tuple[str, torch.Tensor]]:
-    # Sorted so the identity does not depend on module order; trained extras and enc_q excluded.
-    patterns = tuple(exclude) + IDENTITY_EXCLUDE
-    state = base_state_dict(model)
-    return sorted((k, t) for k, t in state.items() if not any(re.fullmatch(p, k) for p in patterns))
-
-
-def base_identity(model: nn.Module, *, exclude: Sequence[str] = ()) -> dict[str, Any]:
-    """Identity of the base model under any adapter.
-
-    sha256 over names, shapes and bytes of the base's state-dict tensors in sorted order, with
-    floating values rounded to float16 first (an fp32 training base and its fp16 export are the
-    same base). Left out: adapter tensors, extra-trainable tensors (they train, so they are not
-    the base's identity), ``exclude`` regexes and :data:`IDENTITY_EXCLUDE`. ``version``, ``sr``
-    and ``f0`` come from model attributes of those names when present.
-    """
-    _refuse_merged(model)
-    info = injection(model)
-    if info is not None:
-        exclude = tuple(exclude) + tuple(info.config.extra_trainable)
-    h = hashlib.sha256()
-    entries = _base_state(model, exclude)
-    for name, t in entries:
-        t = t.detach().to("cpu")
-        if t.is_floating_point():
-            t = t.to(torch.float16)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    version, sr, f0 = (getattr(model, a, None) for a in ("version", "sr", "f0"))
-    return {
-        "sha256": h.hexdigest(),
-        "n_tensors": len(entries),
-        "version": None if version is None else str(version),
-        "sr": None if sr is None else int(sr),
-        "f0": None if f0 is None else bool(f0),
-    }
 
 
 _identity_of = base_identity  # save_adapter's keyword argument shadows the function's name
@@ -152,8 +111,94 @@ def save_adapter(
     return Path(path)
 
 
+def _one_line(err: BaseException) -> str:
+    # Messages from safetensors, json or torch can span lines or run long; ours stay one line.
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _parse_json(path: Path, meta: dict[str, str], key: str, kind: type) -> Any:
+    try:
+        value = json.loads(meta[key])
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: metadata {key} is not JSON ({_one_line(err)})") from None
+    if not isinstance(value, kind):
+        raise CheckpointError(
+            f"{path}: metadata {key} is a JSON {type(value).__name__}, not a {kind.__name__}; "
+            "the file is damaged or not written by save_adapter"
+        )
+    return value
+
+
+def _read_config(path: Path, raw: dict[str, Any], matched: list[str]) -> LoraConfig:
+    try:
+        config = LoraConfig.from_dict(raw)
+    except (LoraError, TypeError) as err:
+        raise CheckpointError(f"{path}: bad LoRA config in metadata ({_one_line(err)})") from None
+    for name in ("rank_pattern", "alpha_pattern"):
+        if not isinstance(raw.get(name), Mapping):
+            continue
+        # Format 1 sorted these keys, so when two patterns with different values match one
+        # module, the one that won in training cannot be told from the file.
+        for module in matched:
+            hits = [(p, v) for p, v in getattr(config, name) if re.fullmatch(p, module)]
+            if len({v for _, v in hits}) > 1:
+                raise CheckpointError(
+                    f"{path}: {name} patterns {[p for p, _ in hits]} all match {module!r} with "
+                    "different values, and this older file stored them sorted, so their order "
+                    "is lost; re-save the adapter from its training checkpoint (.ckpt) with "
+                    "this version"
+                )
+    return config
+
+
+def _check_tensors(path: Path, af: AdapterFile) -> None:
+    """Dtype, finiteness, keys and ranks: all that the file alone can tell."""
+    tensors = af.tensors
+    for key, t in tensors.items():
+        if t.dtype not in FLOAT_DTYPES:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} is {t.dtype}, adapter tensors are floating point "
+                "(fp16/bf16/fp32); the file is damaged or not an adapter"
+            )
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} has {bad} NaN/Inf values; the adapter is unusable "
+                "(training diverged?): use an earlier checkpoint or retrain"
+            )
+    cfg = af.config
+    names = ("lora_A", "lora_B") + (("lora_magnitude",) if cfg.use_dora else ())
+    layer_keys = {f"{m}.{n}" for m in af.matched for n in names}
+    extras = {k for k in tensors if any(re.fullmatch(p, k) for p in cfg.extra_trainable)}
+    missing = sorted(layer_keys - set(tensors))
+    unexpected = sorted(set(tensors) - layer_keys - extras)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: tensors do not fit the file's own config and modules (missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}); the file is damaged"
+        )
+    for m in af.matched:
+        a, b = tensors[f"{m}.lora_A"], tensors[f"{m}.lora_B"]
+        if a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+            raise CheckpointError(
+                f"{path}: {m}: lora_A {list(a.shape)} and lora_B {list(b.shape)} are not "
+                "[r, in] and [out, r]; the file is damaged"
+            )
+        if a.shape[0] != cfg.rank_for(m):
+            raise CheckpointError(
+                f"{path}: {m}: tensors have rank {a.shape[0]}, its config says "
+                f"{cfg.rank_for(m)}; the file is damaged"
+            )
+
+
 def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
-    """Read and validate an adapter file without touching any model."""
+    """Read and validate an adapter file without touching any model.
+
+    Raises:
+        CheckpointError: unreadable file, bad metadata, or tensors that are not finite floats
+            laid out as the file's own config says (keys, ranks).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: adapter file not found; check the path")
@@ -161,46 +206,40 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a readable .safetensors adapter ({err})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable .safetensors adapter ({_one_line(err)})"
+        ) from None
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {missing}; not written by save_adapter")
-    if meta["format_version"] != FORMAT_VERSION:
+    if meta["format_version"] not in READABLE_FORMATS:
         raise CheckpointError(
-            f"{path}: adapter format {meta['format_version']!r}, this "
-            f"version reads {FORMAT_VERSION!r}; upgrade rvc-lora"
+            f"{path}: adapter format {meta['format_version'][:20]!r}, this version reads "
+            f"{list(READABLE_FORMATS)}; upgrade rvc-lora"
         )
-    try:
-        config = LoraConfig.from_dict(json.loads(meta["lora_config"]))
-        matched = list(json.loads(meta["matched_modules"]))
-        identity = dict(json.loads(meta["base_identity"]))
-    except (ValueError, TypeError) as err:  # JSONDecodeError and LoraError are ValueErrors
-        raise CheckpointError(f"{path}: bad adapter metadata ({err})") from None
-    return AdapterFile(tensors, config, matched, identity)
+    raw = _parse_json(path, meta, "lora_config", dict)
+    matched = _parse_json(path, meta, "matched_modules", list)
+    identity = _parse_json(path, meta, "base_identity", dict)
+    if not all(isinstance(m, str) for m in matched) or len(set(matched)) != len(matched):
+        raise CheckpointError(f"{path}: matched_modules is not a list of distinct module names")
+    adapter = AdapterFile(tensors, _read_config(path, raw, matched), matched, identity)
+    _check_tensors(path, adapter)
+    return adapter
 
 
 def _check_base(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
     mine = _identity_of(model, exclude=adapter.config.extra_trainable)
-    theirs = adapter.base_identity
-    differ = [
-        k
-        for k in theirs
-        if theirs[k] is not None and mine.get(k) is not None and theirs[k] != mine[k]
-    ]
-    if differ:
-        fields = ", ".join(
-            f"{k}: file {theirs[k]!r} vs model {mine[k]!r}" for k in differ if k != "sha256"
-        )
-        raise CheckpointError(
-            f"{path}: adapter was trained on another base (base sha256 file "
-            f"{str(theirs.get('sha256'))[:16]} vs model {mine['sha256'][:16]}"
-            f"{'; ' + fields if fields else ''}); load the base model it was trained on "
-            "(or pass check_base=False)"
-        )
+    check_identity(
+        adapter.base_identity,
+        mine,
+        str(path),
+        "load the base model it was trained on (or pass check_base=False)",
+    )
 
 
-def _check_fit(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
+def _check_fit(model: nn.Module, adapter: AdapterFile, path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors cast to the model's parameters, once all of them fit exactly."""
     info = injection(model)
     cfg = adapter.config
     if info is None or info.matched != adapter.matched:
@@ -239,6 +278,17 @@ def _check_fit(model: nn.Module, adapter: AdapterFile, path: Path) -> None:
             f"{path}: shape mismatch: {'; '.join(shapes[:5])}; "
             "was it trained with another rank or base?"
         )
+    cast = {
+        k: t.to(device=params[k].device, dtype=params[k].dtype) for k, t in adapter.tensors.items()
+    }
+    # fp32 values beyond fp16's range become Inf in a half-precision model.
+    overflow = [k for k, t in cast.items() if not bool(torch.isfinite(t).all())]
+    if overflow:
+        raise CheckpointError(
+            f"{path}: {overflow[:5]} overflow the model's {params[overflow[0]].dtype}; load "
+            "the adapter into a float32 model"
+        )
+    return cast
 
 
 def load_adapter(
@@ -247,17 +297,23 @@ def load_adapter(
     """Load an adapter file into ``model``, injecting it from the file's config if needed.
 
     An already injected model must match the file (same wrapped modules, scales, DoRA, keys and
-    shapes). Values are cast to each parameter's dtype. On any error the model is left as it
-    was (an injection done here is undone).
+    shapes). Values are cast to each parameter's dtype. Everything is checked before the first
+    value is copied, and on any error the model is left as it was (an injection done here is
+    undone).
 
+    Args:
+        model: the base model, plain or already injected (unmerged).
+        path: the adapter ``.safetensors`` file.
+        check_base: refuse a file whose recorded base identity is incomplete or not this
+            model's; False is the one way to load such a file anyway.
     Returns:
         The file's :class:`LoraConfig`.
     Raises:
-        CheckpointError: unreadable file, different base, or tensors that do not fit.
+        CheckpointError: unreadable or damaged file, different base, or tensors that do not fit.
     """
     path = Path(path)
     adapter = read_adapter(path)
-    _refuse_merged(model)
+    refuse_merged(model)
     if check_base:
         _check_base(model, adapter, path)
     injected_here = injection(model) is None
@@ -265,13 +321,15 @@ def load_adapter(
         try:
             inject_lora(model, adapter.config)
         except LoraError as err:
-            raise CheckpointError(f"{path}: its config does not fit this model: {err}") from None
+            raise CheckpointError(
+                f"{path}: its config does not fit this model: {_one_line(err)}"
+            ) from None
     try:
-        _check_fit(model, adapter, path)
+        values = _check_fit(model, adapter, path)
         params = trainable_parameters(model)
         with torch.no_grad():
-            for key, t in adapter.tensors.items():
-                params[key].copy_(t.to(device=params[key].device, dtype=params[key].dtype))
+            for key, t in values.items():
+                params[key].copy_(t)
     except BaseException:
         if injected_here:
             unload_lora(model, merge=False)

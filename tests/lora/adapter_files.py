@@ -1,0 +1,55 @@
+"""Helpers for tests that take adapter files apart: read them raw, rewrite them, compare models."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+
+def file_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata exactly as stored, read with safetensors itself."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+
+
+def header_length(path: Path) -> int:
+    """The little-endian u64 that starts every .safetensors file: its JSON header's size."""
+    with open(path, "rb") as f:
+        return struct.unpack("<Q", f.read(8))[0]
+
+
+def rewrite(
+    src: Path,
+    out: Path,
+    tensors: dict[str, torch.Tensor] | None = None,
+    config: dict | None = None,
+    **meta: str,
+) -> Path:
+    """A copy of ``src`` with tensors, the LoRA config (as a dict) or metadata strings replaced."""
+    have, have_meta = file_tensors(src)
+    meta = {**have_meta, **meta}
+    if config is not None:
+        meta["lora_config"] = json.dumps(config)
+    save_file(have if tensors is None else tensors, str(out), metadata=meta)
+    return out
+
+
+def state(model: nn.Module) -> list[tuple[str, torch.Tensor, bool]]:
+    """Every state-dict entry (name, value, requires_grad) in order, cloned."""
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    return [(k, v.detach().clone(), grads.get(k, False)) for k, v in model.state_dict().items()]
+
+
+def assert_same_state(model: nn.Module, before: list[tuple[str, torch.Tensor, bool]]) -> None:
+    """Same keys in the same order, bit-equal values and dtypes, same requires_grad."""
+    after = state(model)
+    assert [k for k, _, _ in after] == [k for k, _, _ in before]
+    for (k, v, g), (_, w, h) in zip(after, before, strict=True):
+        assert v.dtype == w.dtype and torch.equal(v, w), k
+        assert g == h, k
