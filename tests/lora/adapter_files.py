@@ -11,6 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from rvc_lora.lora.io import content_sha256
+
 
 def file_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata exactly as stored, read with safetensors itself."""
@@ -29,14 +31,24 @@ def rewrite(
     out: Path,
     tensors: dict[str, torch.Tensor] | None = None,
     config: dict | None = None,
+    checksum: bool = True,
     **meta: str,
 ) -> Path:
-    """A copy of ``src`` with tensors, the LoRA config (as a dict) or metadata strings replaced."""
+    """A copy of ``src`` with tensors, the LoRA config (as a dict) or metadata strings replaced.
+
+    The checksum is recomputed (``checksum``), as someone crafting a file would, so that the
+    checks behind it are reached; format 1 files have none.
+    """
     have, have_meta = file_tensors(src)
+    tensors = have if tensors is None else tensors
     meta = {**have_meta, **meta}
     if config is not None:
         meta["lora_config"] = json.dumps(config)
-    save_file(have if tensors is None else tensors, str(out), metadata=meta)
+    if meta.get("format_version") == "1":
+        meta.pop("content_sha256", None)
+    elif checksum:
+        meta["content_sha256"] = content_sha256(tensors, meta)
+    save_file(tensors, str(out), metadata=meta)
     return out
 
 

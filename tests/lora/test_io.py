@@ -22,7 +22,13 @@ from rvc_lora.lora import (
 )
 from rvc_lora.lora import io as lora_io
 from rvc_lora.utils.errors import CheckpointError
-from tests.lora.adapter_files import assert_same_state, file_tensors, rewrite, state
+from tests.lora.adapter_files import (
+    assert_same_state,
+    file_tensors,
+    header_length,
+    rewrite,
+    state,
+)
 from tests.lora.tiny import combos, config, make_input, make_model, randomize_adapter
 
 EXTRA = [r"emb\.weight"]
@@ -247,3 +253,33 @@ def test_format_1_files_load_unless_their_patterns_are_ambiguous(tmp_path):
     # The same adapter in today's format keeps its order.
     again = load_adapter(make_model("conv_k3_d3", "param"), path)
     assert again.alpha_pattern == [(r"body\.0", 4.0), ("bod.*", 32.0)]
+
+
+def test_file_is_fp16_params_plus_header(tmp_path):
+    model = _trained("convT_k20_s10", "param", use_dora=True)
+    path = save_adapter(model, tmp_path / "a.safetensors")
+    n = sum(p.numel() for p in trainable_parameters(model).values())
+    assert n == 8 * 8 + 80 * 8 + 8 + 3 * 8  # A [r, in], B [out*k, r], magnitude, emb
+    # Bytes: the 8-byte length, the JSON header, then 2 bytes per parameter and nothing else.
+    assert path.stat().st_size == 8 + header_length(path) + 2 * n
+
+
+@pytest.mark.parametrize("where", ["tensor", "metadata"])
+def test_a_changed_byte_is_refused_by_the_checksum(where, tmp_path):
+    path = save_adapter(_trained("conv_k1", "plain"), tmp_path / "a.safetensors")
+    data = bytearray(path.read_bytes())
+    if where == "tensor":
+        data[-1] ^= 0x01  # one fp16 value of the last tensor, still a finite number
+    else:  # alpha 16.0 -> 36.0: valid JSON, a valid config, a 2.25x larger delta
+        at = data.index(b'\\"alpha\\": 16.0')
+        data[at + 11] = ord("3")
+    path.write_bytes(bytes(data))
+    dst = make_model("conv_k1", "plain")
+    before = state(dst)
+    with pytest.raises(CheckpointError) as err:
+        load_adapter(dst, path)
+    assert str(err.value) == (
+        f"{path}: content does not match its checksum (damaged in transit or edited); "
+        "download or save it again"
+    )
+    assert_same_state(dst, before)

@@ -2,7 +2,8 @@
 
 Keys are the original module path + ``.lora_A`` / ``.lora_B`` (+ ``.lora_magnitude`` for DoRA)
 and extra tensors by their RVC parameter name (``emb_g.weight``). Metadata values are strings:
-``format_version``, ``lora_config`` / ``matched_modules`` / ``base_identity`` as JSON.
+``format_version``, ``lora_config`` / ``matched_modules`` / ``base_identity`` as JSON, and
+``content_sha256`` over all of these and the tensors (:func:`content_sha256`).
 
 Adapter files come from anywhere, so :func:`read_adapter` trusts nothing in them: every problem
 is one :class:`CheckpointError` naming the file, raised before any model is touched.
@@ -10,6 +11,7 @@ is one :class:`CheckpointError` naming the file, raised before any model is touc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -41,8 +43,9 @@ from rvc_lora.lora.inject import (
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import CheckpointError
 
-# 2: rank_pattern / alpha_pattern as ordered [regex, value] pairs. Format 1 wrote them as JSON
-# objects with sorted keys, which loses the order that decides which pattern wins.
+# 2: rank_pattern / alpha_pattern as ordered [regex, value] pairs, and a content checksum.
+# Format 1 wrote the patterns as JSON objects with sorted keys, which loses the order that
+# decides which pattern wins.
 FORMAT_VERSION = "2"
 READABLE_FORMATS = ("1", "2")
 _META_KEYS = ("format_version", "lora_config", "matched_modules", "base_identity")
@@ -68,6 +71,24 @@ class AdapterFile:
     config: LoraConfig
     matched: list[str]
     base_identity: dict[str, Any]
+
+
+def content_sha256(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """sha256 over the metadata strings and each tensor's name, dtype, shape and bytes.
+
+    A flipped byte that still parses (alpha 16.0 -> 36.0, one fp16 value) would otherwise load
+    as a different adapter that looks fine. It detects damage, not forgery: anyone can
+    recompute it, which is why everything else is checked too.
+    """
+    h = hashlib.sha256()
+    for key in _META_KEYS:
+        value = metadata[key].encode()
+        h.update(f"{key}:{len(value)}:".encode() + value)
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{len(name)}:{name}|{t.dtype}|{tuple(tensors[name].shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 _identity_of = base_identity  # save_adapter's keyword argument shadows the function's name
@@ -106,6 +127,7 @@ def save_adapter(
         "matched_modules": json.dumps(info.matched),
         "base_identity": json.dumps(identity, sort_keys=True),
     }
+    metadata["content_sha256"] = content_sha256(tensors, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
@@ -153,14 +175,9 @@ def _read_config(path: Path, raw: dict[str, Any], matched: list[str]) -> LoraCon
 
 
 def _check_tensors(path: Path, af: AdapterFile) -> None:
-    """Dtype, finiteness, keys and ranks: all that the file alone can tell."""
+    """Finiteness, keys and ranks: what the file alone can tell beyond its dtypes."""
     tensors = af.tensors
     for key, t in tensors.items():
-        if t.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(
-                f"{path}: tensor {key!r} is {t.dtype}, adapter tensors are floating point "
-                "(fp16/bf16/fp32); the file is damaged or not an adapter"
-            )
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise CheckpointError(
@@ -210,6 +227,12 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
         raise CheckpointError(
             f"{path}: not a readable .safetensors adapter ({_one_line(err)})"
         ) from None
+    for key, t in tensors.items():
+        if t.dtype not in FLOAT_DTYPES:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} is {t.dtype}, adapter tensors are floating point "
+                "(fp16/bf16/fp32); the file is damaged or not an adapter"
+            )
     missing = [k for k in _META_KEYS if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: metadata lacks {missing}; not written by save_adapter")
@@ -217,6 +240,13 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
         raise CheckpointError(
             f"{path}: adapter format {meta['format_version'][:20]!r}, this version reads "
             f"{list(READABLE_FORMATS)}; upgrade rvc-lora"
+        )
+    if meta["format_version"] != "1" and meta.get("content_sha256") != content_sha256(
+        tensors, meta
+    ):
+        raise CheckpointError(
+            f"{path}: content does not match its checksum (damaged in transit or edited); "
+            "download or save it again"
         )
     raw = _parse_json(path, meta, "lora_config", dict)
     matched = _parse_json(path, meta, "matched_modules", list)
