@@ -61,7 +61,9 @@ def build_generator(
             f"f0={bool(f0)} was requested; pick the matching model config or file"
         )
     log.info("generator: %s (%s, f0=%s) from %s", loaded.kind, preset, loaded.f0, pretrained)
-    return loaded.model
+    # The loader hands models over in eval mode, for inference. RVC trains net_g in train mode
+    # (as a random init here is), and Lightning keeps whatever mode it is given.
+    return loaded.model.train()
 
 
 def _disc_version_of(disc: MultiPeriodDiscriminator) -> str | None:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rvc_lora.data.cache import write_json
 from rvc_lora.lora import base_state_dict
 from rvc_lora.training.callbacks import AdapterExport, StepTimer
+from rvc_lora.training.console import LogIntervalWithinEpoch, log_once, quiet_warnings
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.cli import ensure_tiny_encoder
 
@@ -125,6 +126,8 @@ def voice_f0_median(datamodule: Any) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Fit one run; returns ``cfg.optimized_metric`` for Hydra sweepers."""
+    log_once()
+    quiet_warnings()
     L.seed_everything(cfg.seed, workers=True)
     ensure_tiny_encoder(cfg.features)
     out = Path(cfg.paths.output_dir)
@@ -133,7 +136,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
     timer = StepTimer()
-    callbacks = [*instantiate_group(cfg.get("callbacks")), timer]
+    callbacks = [*instantiate_group(cfg.get("callbacks")), timer, LogIntervalWithinEpoch()]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -147,8 +150,7 @@ def train(cfg: DictConfig) -> float | None:
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "command": sys.argv,
     }
-    write_json(out / "run_info.json", info)
-    log.info("parameters: %s (%d LoRA targets)", counts, len(module.lora_targets))
+    write_json(out / "run_info.json", info)  # the module logs the counts at fit start
     for logger in loggers:
         logger.log_hyperparams(
             {
