@@ -32,7 +32,11 @@ _register_resolvers()
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print an :class:`RvcLoraError` as one line and exit 2, instead of a traceback."""
+    """Print an :class:`RvcLoraError` as one line and exit 2, instead of a traceback.
+
+    Also when a constructor that Hydra's ``instantiate`` called raised it: Hydra wraps it in an
+    ``InstantiationException`` whose message is several lines around the repr of ours.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,6 +44,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except RvcLoraError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except Exception as exc:
+            cause = exc.__cause__
+            if type(exc).__name__ != "InstantiationException" or not isinstance(
+                cause, RvcLoraError
+            ):
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
