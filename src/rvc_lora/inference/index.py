@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rvc_lora.inference.index_file import IndexLayoutError, check_index_file
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import RvcLoraError
 
@@ -134,14 +135,27 @@ def check_dim(index, expected_dim: int, source: object = "index") -> None:
 def load_index(path: str | os.PathLike[str], expected_dim: int | None = None):
     """Read a faiss index file (ours or RVC's ``added_*.index``).
 
+    The layout is checked before faiss reads the file (:mod:`rvc_lora.inference.index_file`):
+    faiss would allocate whatever sizes a damaged file claims.
+
     Raises:
-        RetrievalIndexError: missing or unreadable file, an index with no vectors (RVC's
-            ``trained_*`` file), or a vector width other than ``expected_dim``.
+        RetrievalIndexError: missing or unreadable file, not an intact ``IVF{n},Flat`` index, an
+            index with no vectors (RVC's ``trained_*`` file), or a vector width other than
+            ``expected_dim``.
     """
     faiss = _faiss()
     p = Path(path)
     if not p.is_file():
         raise RetrievalIndexError(f"{p}: index file not found; build it with build_index")
+    try:
+        check_index_file(p)
+    except IndexLayoutError as exc:
+        raise RetrievalIndexError(
+            f"{p}: not a readable faiss index ({exc}); rebuild it with build_index or use "
+            f"RVC's added_IVF*_Flat_*.index"
+        ) from None
+    except OSError as exc:
+        raise RetrievalIndexError(f"{p}: cannot read the index ({exc.strerror})") from None
     try:
         index = faiss.read_index(str(p))
     except Exception as exc:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
