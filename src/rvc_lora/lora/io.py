@@ -157,6 +157,17 @@ def _read_config(path: Path, raw: dict[str, Any], matched: list[str]) -> LoraCon
         config = LoraConfig.from_dict(raw)
     except (LoraError, TypeError) as err:
         raise CheckpointError(f"{path}: bad LoRA config in metadata ({_one_line(err)})") from None
+    stray = [
+        m
+        for m in matched
+        if not any(re.fullmatch(p, m) for p in config.targets)
+        or any(re.fullmatch(p, m) for p in config.exclude)
+    ]
+    if stray:
+        raise CheckpointError(
+            f"{path}: matched modules {stray[:5]} are not targets of the file's own config; "
+            "the file is damaged"
+        )
     for name in ("rank_pattern", "alpha_pattern"):
         if not isinstance(raw.get(name), Mapping):
             continue
