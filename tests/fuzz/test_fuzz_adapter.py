@@ -225,7 +225,13 @@ def test_wrong_config(valid, tmp_path, change):
     assert_refused(rewrite(valid, tmp_path / "bad.safetensors", config=cfg))
 
 
-MATCHED = {"ints": "[1]", "twice": '["body.0", "body.0"]', "none": "[]", "other": '["post"]'}
+MATCHED = {
+    "ints": "[1]",
+    "twice": '["body.0", "body.0"]',
+    "none": "[]",
+    "other": '["post"]',
+    "newline": '["body.0\\n"]',
+}
 
 
 @pytest.mark.parametrize("matched", MATCHED)
@@ -260,6 +266,8 @@ TENSOR_CHANGES = {
     "A_3d": lambda t: t.update({"body.0.lora_A": t["body.0.lora_A"][None].clone()}),
     "extra_shape": lambda t: t.update({"emb.weight": torch.zeros(4, 8, dtype=torch.float16)}),
     "empty": lambda t: t.clear(),
+    "name_newline": lambda t: t.update({"emb.weight\nx": t.pop("emb.weight")}),
+    "name_long": lambda t: t.update({"emb." + "w" * 10_000: t.pop("emb.weight")}),
 }
 
 

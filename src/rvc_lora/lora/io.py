@@ -51,6 +51,10 @@ READABLE_FORMATS = ("1", "2")
 _META_KEYS = ("format_version", "lora_config", "matched_modules", "base_identity")
 # Half and single precision are what save_adapter writes; double is harmless to read.
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Module and tensor names are dotted Python identifiers; anything else is refused before a name
+# from the file can reach a message (a newline, a megabyte of text).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+_MAX_NAME = 200
 
 __all__ = [
     "IDENTITY_EXCLUDE",
@@ -131,6 +135,10 @@ def save_adapter(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= _MAX_NAME and bool(_NAME.fullmatch(value))
 
 
 def _one_line(err: BaseException) -> str:
@@ -239,6 +247,11 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
             f"{path}: not a readable .safetensors adapter ({_one_line(err)})"
         ) from None
     for key, t in tensors.items():
+        if not _is_name(key):
+            raise CheckpointError(
+                f"{path}: tensor name {key[:40]!r} is not a dotted parameter name; the file is "
+                "damaged or not an adapter"
+            )
         if t.dtype not in FLOAT_DTYPES:
             raise CheckpointError(
                 f"{path}: tensor {key!r} is {t.dtype}, adapter tensors are floating point "
@@ -262,7 +275,7 @@ def read_adapter(path: str | os.PathLike[str]) -> AdapterFile:
     raw = _parse_json(path, meta, "lora_config", dict)
     matched = _parse_json(path, meta, "matched_modules", list)
     identity = _parse_json(path, meta, "base_identity", dict)
-    if not all(isinstance(m, str) for m in matched) or len(set(matched)) != len(matched):
+    if not all(_is_name(m) for m in matched) or len(set(matched)) != len(matched):
         raise CheckpointError(f"{path}: matched_modules is not a list of distinct module names")
     adapter = AdapterFile(tensors, _read_config(path, raw, matched), matched, identity)
     _check_tensors(path, adapter)
