@@ -90,12 +90,18 @@ def entry_problem(
     if not path.is_file():
         return None, "missing"
     try:
+        with zipfile.ZipFile(path) as zf:
+            # np.savez stores; a compressed member could inflate to any size (a zip bomb).
+            if any(i.compress_type != zipfile.ZIP_STORED for i in zf.infolist()):
+                return None, "not an entry (compressed members; entries are never compressed)"
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except OSError as exc:
         if exc.errno is not None:  # the system failed, not the file's format
             raise
         return None, f"not an entry ({exc})"
+    except MemoryError:  # an array header claiming more than the machine holds
+        return None, "not an entry (an array larger than memory)"
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile, IndexError) as exc:
         return None, f"not an entry ({type(exc).__name__}: {exc})"
     stored = arrays.pop(_CHECKSUM, None)
@@ -174,6 +180,15 @@ def entry_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def refuse_folder(path: str | os.PathLike[str]) -> None:
+    """Refuse to build an entry where a folder stands (deleting someone's folder is not ours)."""
+    if Path(path).is_dir():
+        raise CacheError(
+            f"{path}: cache entry {FOLDER}; delete it, then run the preparation again "
+            f"(python -m rvc_lora.data.prepare)"
+        )
 
 
 def entry_busy(path: str | os.PathLike[str]) -> bool:

@@ -29,7 +29,6 @@ from rvc_lora.spectral import linear_spectrogram
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
 
 log = logging.getLogger(__name__)
-_SLICE, _FEATURES = check_slice(), check_features()
 
 
 @dataclass
@@ -49,6 +48,9 @@ class VoiceDataset(Dataset):
     The window is a pure function of ``(seed, epoch, index)``: indexed with an :class:`ItemKey`
     (what :class:`EpochSampler` yields) it moves from epoch to epoch, and a resumed run crops
     exactly as an uninterrupted one, in any worker process. A plain ``int`` index is epoch 0.
+
+    Entries are checked before use (``sample_rate``, when given, also checks that a slice's
+    two rates agree); a damaged one stops training with a one-line :class:`CacheError`.
     """
 
     def __init__(
@@ -59,8 +61,10 @@ class VoiceDataset(Dataset):
         max_frames: int | None = 900,
         random_crop: bool = True,
         seed: int = 0,
+        sample_rate: int | None = None,
     ) -> None:
         self.items, self.spec = items, spec
+        self.checks = check_slice(sample_rate), check_features()
         self.speaker_ids = (
             [speaker_id] * len(items) if isinstance(speaker_id, int) else list(speaker_id)
         )
@@ -73,8 +77,8 @@ class VoiceDataset(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         item = self.items[index]
         # Never deletes: other jobs may be reading the same entries (CacheError if damaged).
-        audio = load_entry(item.slice_path, check=_SLICE)
-        feats = load_entry(item.feature_path, check=_FEATURES)
+        audio = load_entry(item.slice_path, check=self.checks[0])
+        feats = load_entry(item.feature_path, check=self.checks[1])
         hop = self.spec.hop_length
         phone = np.repeat(feats["feats"].astype(np.float32), 2, axis=0)  # 50 -> 100 frames/s
         t = min(len(phone), len(feats["f0"]), len(audio["wav"]) // hop)
@@ -289,6 +293,7 @@ class VoiceDataModule(L.LightningDataModule):
             self.speaker_ids(self.train_items),
             self.max_frames,
             seed=self.seed,
+            sample_rate=self.prep.sr,
         )
         trainer = self.trainer  # under DDP each rank draws its share of the same order
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
@@ -309,6 +314,7 @@ class VoiceDataModule(L.LightningDataModule):
             self.speaker_ids(self.val_items),
             self.max_frames,
             random_crop=False,
+            sample_rate=self.prep.sr,
         )
         return DataLoader(
             ds,

@@ -9,6 +9,7 @@ a one-line error for training) instead of batches of garbage.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,8 +34,22 @@ def _vector(arrays: Mapping[str, np.ndarray], name: str, kind: str) -> str | Non
 
 def check_slice(sr: int | None = None) -> Check:
     """Check of a slice entry: ``wav [N]`` at ``sr`` and ``wav16k [N * 16000 / sr]``, finite."""
+    return _SliceCheck(sr)
 
-    def check(arrays: Mapping[str, np.ndarray]) -> str | None:
+
+def check_features(dim: int | None = None) -> Check:
+    """Check of a feature entry: ``feats [T50, D]``, ``f0 [T100]`` (Hz, >= 0) and ``pitch
+    [T100]`` (coarse, 1..255), finite and of matching lengths."""
+    return _FeatureCheck(dim)
+
+
+# Classes rather than closures: datasets holding them are pickled into spawned workers.
+@dataclass(frozen=True)
+class _SliceCheck:
+    sr: int | None
+
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> str | None:
+        sr = self.sr
         for name in ("wav", "wav16k"):
             if (problem := _vector(arrays, name, "f")) is not None:
                 return problem
@@ -45,14 +60,13 @@ def check_slice(sr: int | None = None) -> Check:
             return f"'wav16k' has {len(wav16k)} samples for {len(wav)} at {sr} Hz"
         return None
 
-    return check
 
+@dataclass(frozen=True)
+class _FeatureCheck:
+    dim: int | None
 
-def check_features(dim: int | None = None) -> Check:
-    """Check of a feature entry: ``feats [T50, D]``, ``f0 [T100]`` (Hz, >= 0) and ``pitch
-    [T100]`` (coarse, 1..255), finite and of matching lengths."""
-
-    def check(arrays: Mapping[str, np.ndarray]) -> str | None:
+    def __call__(self, arrays: Mapping[str, np.ndarray]) -> str | None:
+        dim = self.dim
         feats = arrays.get("feats")
         if feats is None:
             return "has no 'feats'"
@@ -74,5 +88,3 @@ def check_features(dim: int | None = None) -> Check:
         if (f0 < 0).any() or pitch.min() < 1 or pitch.max() > 255:
             return "f0 below 0 Hz or coarse pitch outside 1..255"
         return None
-
-    return check

@@ -21,10 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from rvc_lora.data.cache import (
-    FOLDER,
     CacheError,
     entry_lock,
     entry_problem,
+    refuse_folder,
     remove_stale_temp_files,
     settings_hash,
     write_entry,
@@ -133,6 +133,8 @@ class FeatureCacheBuilder:
         with _progress(self.progress, len(files)) as advance:
             for result in loader:
                 advance(result["source"])
+                if "fatal" in result:
+                    raise CacheError(result["fatal"])
                 if "error" in result:
                     report.skipped.append((result["source"], result["error"]))
                     log.warning("skipped %s", result["error"])
@@ -182,14 +184,11 @@ class FeatureCacheBuilder:
 
         path = Path(chunk["feature_path"])
         with entry_lock(path):
-            done, problem = entry_problem(path, check=check)
+            done, _ = entry_problem(path, check=check)
             if done is not None:
                 chunk["frames"] = int(done["f0"].shape[0])
                 return False
-            if problem == FOLDER:
-                raise CacheError(
-                    f"{path}: cache entry {problem}; delete it, then run the preparation again"
-                )
+            refuse_folder(path)
             wav16k = chunk["wav16k"]
             f0 = chunk.get("f0")
             if f0 is None:  # RMVPE, or the worker saw another job extracting this entry

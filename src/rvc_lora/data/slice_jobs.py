@@ -10,10 +10,12 @@ from torch.utils.data import Dataset
 
 from rvc_lora.audio import AudioError
 from rvc_lora.data.cache import (
+    CacheError,
     entry_busy,
     entry_lock,
     read_entry,
     read_json,
+    refuse_folder,
     write_entry,
     write_json,
 )
@@ -58,6 +60,8 @@ class FileJobs(Dataset):
             return self._run(path, rel)
         except AudioError as exc:
             return {"source": rel, "error": str(exc)}
+        except CacheError as exc:  # raised again in the main process, as one line
+            return {"source": rel, "fatal": str(exc)}
 
     def _run(self, path: Path, rel: str, reslice: bool = False) -> dict[str, Any]:
         from rvc_lora.features.f0 import compute_f0
@@ -70,6 +74,13 @@ class FileJobs(Dataset):
             item_id = f"{file_key}-{i:04d}"
             slice_path = slice_dir / f"{i:04d}.npz"
             feature_path = self.feature_dir / f"{item_id}.npz"
+            # Read even when its features are cached: training reads it too, and only this
+            # path can repair it.
+            arrays = read_entry(slice_path, check=check_slice(self.prep.sr))
+            if arrays is None:  # damaged since the manifest was written: slice again
+                if reslice:
+                    raise AudioError(f"{slice_path}: cached slice unreadable after rebuild")
+                return self._run(path, rel, reslice=True)
             record = {
                 "item_id": item_id,
                 "slice_path": slice_path,
@@ -80,11 +91,6 @@ class FileJobs(Dataset):
             if feats is not None:
                 record["frames"] = int(feats["f0"].shape[0])
             else:
-                arrays = read_entry(slice_path, check=check_slice(self.prep.sr))
-                if arrays is None:  # damaged since the manifest was written: slice again
-                    if reslice:
-                        raise AudioError(f"{slice_path}: cached slice unreadable after rebuild")
-                    return self._run(path, rel, reslice=True)
                 wav16k = arrays["wav16k"]
                 record["wav16k"] = wav16k
                 # RMVPE is a network (main process, maybe GPU); and an entry that another job
@@ -99,13 +105,16 @@ class FileJobs(Dataset):
     ) -> tuple[dict[str, Any], bool]:
         """The slice manifest of ``path``, slicing it first if needed (once across jobs)."""
         manifest_path = slice_dir / "manifest.json"
+        refuse_folder(manifest_path)
         with entry_lock(manifest_path):
             manifest = read_json(manifest_path)
             if not reslice and _complete(manifest, slice_dir):
                 return manifest, False
             slices = slice_recording(path, self.prep)
             for i, s in enumerate(slices):
-                write_entry(slice_dir / f"{i:04d}.npz", {"wav": s.wav, "wav16k": s.wav16k})
+                target = slice_dir / f"{i:04d}.npz"
+                refuse_folder(target)
+                write_entry(target, {"wav": s.wav, "wav16k": s.wav16k})
             manifest = {
                 "count": len(slices),
                 "source": rel,
@@ -119,7 +128,17 @@ def _complete(manifest: Any, slice_dir: Path) -> bool:
     """A manifest with every slice's place in the recording and every slice file present."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("spans"), list):
         return False
-    return all((slice_dir / f"{i:04d}.npz").is_file() for i in range(len(manifest["spans"])))
+    spans = manifest["spans"]
+    if not all(
+        isinstance(s, list)
+        and len(s) == 3
+        and all(type(v) is int for v in s)
+        and 0 <= s[0] < s[1]
+        and s[2] >= 0
+        for s in spans
+    ):
+        return False
+    return bool(spans) and all((slice_dir / f"{i:04d}.npz").is_file() for i in range(len(spans)))
 
 
 def first(batch: list[Any]) -> Any:
