@@ -281,3 +281,76 @@ def test_other_index_kinds_and_pickles_named_index(tmp_path) -> None:
     (tmp_path / "evil.index").write_bytes(_payloads(marker)["os.system"])
     expect_refusal(tmp_path / "evil.index", INDEX_LOADERS)
     assert not marker.exists()
+
+
+# -- a run's Lightning .ckpt (load_voice_model) -------------------------------------------------
+def _first(c: dict) -> str:
+    return next(iter(c["state_dict"]))
+
+
+_CKPT_EDITS: dict[str, Callable[[dict], None]] = {
+    "value a str": lambda c: c["state_dict"].update({_first(c): "x"}),
+    "int key": lambda c: c["state_dict"].update({5: torch.zeros(1)}),
+    "int tensor": lambda c: c["state_dict"].update({_first(c): c["state_dict"][_first(c)].long()}),
+    "NaN tensor": lambda c: c["state_dict"][_first(c)].fill_(float("nan")),
+    "base_identity a list": lambda c: c["rvc_lora"].update(base_identity=[1]),
+    "targets an int": lambda c: c["rvc_lora"].update(targets=5),
+    "state_dict a list": lambda c: c.update(state_dict=[1]),
+}
+_FULL_EDITS: dict[str, Callable[[dict], None]] = {
+    "unknown preset": lambda c: c["rvc_lora"].update(preset="nope"),
+    "preset a list": lambda c: c["rvc_lora"].update(preset=["tiny"]),
+    "f0 a str": lambda c: c["rvc_lora"].update(f0="no"),
+    "int key": lambda c: c["state_dict"].update({5: torch.zeros(1)}),
+    "NaN tensor": lambda c: c["state_dict"][_first(c)].fill_(float("nan")),
+}
+
+
+@pytest.fixture(scope="module")
+def lightning_ckpts(tmp_path_factory) -> dict[str, dict]:
+    """A LoRA run's and a full fine-tuning run's .ckpt content (tiny preset), as
+    VoiceConversionModule.on_save_checkpoint writes them (built here without Lightning: its
+    import alone takes longer than these tests)."""
+    from rvc_lora.lora import LoraConfig, base_identity, inject_lora, trainable_parameters
+
+    torch.manual_seed(0)
+    base = build_synthesizer("tiny", True)
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.save({"model": base.state_dict()}, d / "base.pth")
+    rec = {"d_policy": "frozen", "preset": "tiny", "f0": True, "seed": None}
+    lora = LoraConfig(preset="decoder", rank=4, alpha=8)
+    model = build_synthesizer("tiny", True)
+    model.load_state_dict(base.state_dict())
+    targets = inject_lora(model, lora)
+    full = {f"generator.{k}": v for k, v in base.state_dict().items()}
+    trained = {f"generator.{k}": v.detach() for k, v in trainable_parameters(model).items()}
+    lora_rec = {"mode": "lora", "lora_config": lora.to_dict(), "targets": list(targets)}
+    full_rec = {"mode": "full", "lora_config": None, "targets": []}
+    return {
+        "base": {"bytes": (d / "base.pth").read_bytes()},
+        "lora": {"state_dict": trained,
+                 "rvc_lora": {**rec, **lora_rec, "base_identity": base_identity(model)}},
+        "full": {"state_dict": full,
+                 "rvc_lora": {**rec, **full_rec, "base_identity": base_identity(base)}},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [("lora", None), ("full", None)]
+    + [("lora", k) for k in _CKPT_EDITS]
+    + [("full", k) for k in _FULL_EDITS],
+)
+def test_lightning_ckpt_with_wrong_entries(lightning_ckpts, tmp_path, kind, label) -> None:
+    content = __import__("copy").deepcopy(lightning_ckpts[kind])
+    if label is not None:
+        (_CKPT_EDITS if kind == "lora" else _FULL_EDITS)[label](content)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "base.pth").write_bytes(lightning_ckpts["base"]["bytes"])
+    path = run / "checkpoints" / "last.ckpt"
+    torch.save({"epoch": 1, "global_step": 10, **content}, path)
+    if label is None:  # the unedited file loads: the refusals below are the edits' doing
+        assert load_voice_model(path)[1]["kind"] == "lightning"
+    else:
+        expect_refusal(path, [load_voice_model])

@@ -43,6 +43,7 @@ from rvc_lora.lora import (
     trainable_parameters,
 )
 from rvc_lora.models.checkpoint import load_rvc_checkpoint, load_state_strict
+from rvc_lora.models.presets import PRESETS
 from rvc_lora.models.synthesizer import Synthesizer, build_synthesizer
 from rvc_lora.utils.errors import CheckpointError
 from rvc_lora.utils.safe_load import safe_torch_load
@@ -185,6 +186,7 @@ def _load_lightning(path: Path, pretrained_g: str | os.PathLike[str] | None):
             f"'{CKPT_KEY}' entries); {_KINDS}"
         )
     rec = ckpt[CKPT_KEY]
+    _check_record(path, rec, ckpt["state_dict"])
     state = {k[len(_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(_PREFIX)}
     other = [k for k in ckpt["state_dict"] if not k.startswith((_PREFIX, "discriminator."))]
     if other:
@@ -227,6 +229,40 @@ def _load_lightning(path: Path, pretrained_g: str | os.PathLike[str] | None):
         for k, p in params.items():
             p.copy_(state[k].to(device=p.device, dtype=p.dtype))
     return _ready(model), _info("lightning", model, loaded.preset, targets, base_path)
+
+
+def _check_record(path: Path, rec: dict[str, Any], state_dict: dict[Any, Any]) -> None:
+    """Types of what a training checkpoint records, before any of it is used."""
+    bad = [repr(k)[:40] for k, v in state_dict.items() if not isinstance(k, str)]
+    bad += [
+        f"{k} ({type(v).__name__ if not isinstance(v, torch.Tensor) else v.dtype})"
+        for k, v in state_dict.items()
+        if isinstance(k, str) and not (isinstance(v, torch.Tensor) and v.is_floating_point())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: state_dict entries that are not float tensors under string keys: "
+            f"{', '.join(bad[:3])}; the file is damaged or not an rvc-lora checkpoint"
+        )
+    nonfinite = [k for k, v in state_dict.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise CheckpointError(
+            f"{path}: NaN or Inf in {', '.join(nonfinite[:3])}; the run diverged or the file is "
+            f"damaged: use an earlier checkpoint"
+        )
+    kinds = {
+        "preset": (str, type(None)), "f0": (bool, type(None)),
+        "base_identity": (dict, type(None)), "targets": (list, type(None)),
+    }  # fmt: skip
+    wrong = [f"{k}={rec[k]!r:.40}" for k, t in kinds.items() if not isinstance(rec.get(k), t)]
+    wrong += [f"preset={rec['preset']!r:.40}"] * (
+        isinstance(rec.get("preset"), str) and rec["preset"] not in PRESETS
+    )
+    if wrong or not all(isinstance(t, str) for t in rec.get("targets") or []):
+        raise CheckpointError(
+            f"{path}: unreadable '{CKPT_KEY}' record ({', '.join(wrong) or 'targets'}); the file "
+            f"is damaged or not an rvc-lora checkpoint"
+        )
 
 
 def _load_full(path: Path, rec: dict[str, Any], state: dict[str, torch.Tensor]):
