@@ -205,6 +205,9 @@ CONFIG_CHANGES = {
     "targets_none": {"targets": None},
     "targets_other": {"targets": [r"post"]},
     "targets_bad_regex": {"targets": ["body\\.(0"]},
+    "targets_hang": {"targets": ["((.|.)*)*X", "body\\.0"]},  # would never finish matching
+    "targets_slow": {"targets": [".*" * 12 + "X", "body\\.0"]},
+    "targets_many": {"targets": ["body\\.0"] * 100_000},
     "exclude_mapping": {"exclude": {"a": 1}},
     "patterns_string": {"rank_pattern": "body"},
     "patterns_not_pairs": {"rank_pattern": [["body\\.0"]]},

@@ -38,6 +38,11 @@ from rvc_lora.utils.errors import RvcLoraError
         ({"rank_pattern": [["a", 2], ["a", 4]]}, "rank_pattern"),
         ({"alpha_pattern": [["dec.*", float("inf")]]}, "alpha_pattern"),
         ({"alpha_pattern": {"dec.*": None}}, "alpha_pattern"),
+        ({"targets": ["((.|.)*)*X"]}, "targets"),
+        ({"targets": ["(a+)+"]}, "targets"),
+        ({"exclude": [".*" * 5]}, "exclude"),
+        ({"rank_pattern": [["(xa|x)*z", 4]]}, "rank_pattern"),
+        ({"targets": ["a"] * 1001}, "targets"),
         ({"use_dora": "yes"}, "use_dora"),
         ({"use_dora": True, "dropout": 0.1}, "dropout"),
         ({"preset": "everything"}, "preset"),
@@ -121,3 +126,15 @@ def test_patterns_are_ordered_pairs_that_survive_sorted_json():
     assert pairs.rank_pattern == cfg.rank_pattern
     # Order is part of the config: the same pairs reversed are another config.
     assert LoraConfig(targets=["a.*"], rank_pattern=dict(reversed(given.items()))) != pairs
+
+
+def test_patterns_that_could_hang_the_matcher_are_refused_quickly():
+    # From an untrusted adapter file: nested repetition backtracks exponentially (this one
+    # does not finish on a 14-character name), many .* polynomially.
+    with pytest.raises(LoraError, match=r"targets\[0\]: .*nested repetition"):
+        LoraConfig(targets=["((.|.)*)*X"])
+    with pytest.raises(LoraError, match=r"exclude\[0\]: .* 5 open-ended repeats; at most 4"):
+        LoraConfig(targets=["a"], exclude=[".*" * 5])
+    # What real configs use stays allowed.
+    every = preset_targets("all") + [r"dec\..*", r"(a|b)\.\d+", ".*" * 4, r"x(\.\d)?"]
+    assert LoraConfig(targets=every, rank_pattern={r"dec\.ups\..*": 4}).targets == every

@@ -14,6 +14,11 @@ from typing import Any
 
 from rvc_lora.utils.errors import RvcLoraError
 
+try:  # the parser behind `re`, to look at a pattern's structure before matching with it
+    from re import _parser as _sre  # Python >= 3.11
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _sre  # type: ignore[no-redef]
+
 
 class LoraError(RvcLoraError, ValueError):
     """A LoRA config or injection problem (bad field, pattern matching nothing, wrong layer)."""
@@ -51,11 +56,23 @@ def preset_extra_trainable(name: str) -> list[str]:
     return list(PRESETS[name]["extra_trainable"])
 
 
+# Patterns arrive in adapter files from anywhere, and `re` has no time limit: these bounds keep
+# matching them against module names fast (see _check_cost).
+MAX_PATTERNS = 1000
+MAX_OPEN_REPEATS = 4
+
+
+def _check_count(items: list[Any], name: str) -> None:
+    if len(items) > MAX_PATTERNS:
+        raise LoraError(f"{name}: {len(items)} patterns; at most {MAX_PATTERNS}")
+
+
 def _as_list(value: Any, name: str) -> list[str]:
     # Hydra hands us ListConfig; accept any non-string sequence of strings.
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise LoraError(f"{name}: expected a list of regex strings, got {type(value).__name__}")
     out = list(value)
+    _check_count(out, name)
     for i, pat in enumerate(out):
         _check_regex(pat, f"{name}[{i}]")
     return out
@@ -65,9 +82,50 @@ def _check_regex(pat: Any, name: str) -> None:
     if not isinstance(pat, str):
         raise LoraError(f"{name}: expected a regex string, got {type(pat).__name__}")
     try:
+        parsed = _sre.parse(pat)
         re.compile(pat)
-    except re.error as err:
-        raise LoraError(f"{name}: bad regex {pat!r} ({err}); fix the pattern") from None
+    except (re.error, RecursionError, OverflowError) as err:
+        raise LoraError(f"{name}: bad regex {pat[:80]!r} ({err}); fix the pattern") from None
+    _check_cost(parsed, pat, name)
+
+
+def _repeats(items: Any, nested_in: bool) -> int:
+    """Open-ended repeats (``*``, ``+``, ``{2,}``) in a parsed pattern; raises ValueError on a
+    repeat that holds another repeat or an alternation."""
+    count = 0
+    for op, av in items:
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+            lo, hi, body = av
+            if hi > 1:
+                if nested_in:
+                    raise ValueError
+                count += 1
+            count += _repeats(body, nested_in or hi > 1)
+        elif op == _sre.BRANCH:
+            if nested_in:
+                raise ValueError
+            count += sum(_repeats(alt, nested_in) for alt in av[1])
+        elif op == _sre.SUBPATTERN:
+            count += _repeats(av[-1], nested_in)
+        elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+            count += _repeats(av[1], nested_in)
+    return count
+
+
+def _check_cost(parsed: Any, pat: str, name: str) -> None:
+    # A repeat over a repeat or an alternation, ((a|a)*)*, backtracks exponentially on a name it
+    # does not match; k open-ended repeats cost up to len(name)**k.
+    try:
+        n = _repeats(parsed, nested_in=False)
+    except ValueError:
+        raise LoraError(
+            f"{name}: {pat[:80]!r} has nested repetition (a repeat over a repeat or an "
+            "alternation), which can take exponential time; write it without nesting"
+        ) from None
+    if n > MAX_OPEN_REPEATS:
+        raise LoraError(
+            f"{name}: {pat[:80]!r} has {n} open-ended repeats; at most {MAX_OPEN_REPEATS}"
+        )
 
 
 def _positive_number(value: Any, name: str, integer: bool) -> None:
@@ -100,6 +158,7 @@ def _as_pairs(value: Any, name: str, integer: bool) -> Patterns:
             f"{name}: expected [regex, value] pairs or a mapping regex -> value, "
             f"got {type(value).__name__}"
         )
+    _check_count(items, name)
     out: Patterns = []
     for i, item in enumerate(items):
         if isinstance(item, str) or not isinstance(item, Sequence) or len(item) != 2:
