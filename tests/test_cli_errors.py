@@ -1,6 +1,9 @@
-"""Entry points print a user error as one line, also when Hydra's instantiate wrapped it."""
+"""Entry points print a user error as one line, also when Hydra's instantiate wrapped it, and
+no dependency INFO lines that read as errors."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from hydra.errors import InstantiationException
@@ -42,3 +45,8 @@ def test_other_instantiate_errors_are_left_to_hydra() -> None:
     wrapped.__cause__ = ValueError("x")
     with pytest.raises(InstantiationException):
         _raises(wrapped)()
+
+
+def test_faiss_build_probing_is_not_printed() -> None:
+    # "Could not load library with AVX512 support ... ModuleNotFoundError" at INFO, every run.
+    assert logging.getLogger("faiss.loader").getEffectiveLevel() == logging.WARNING

@@ -58,9 +58,6 @@ def log_once() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _DROP_TIPS not in rank_zero.filters:
         rank_zero.addFilter(_DROP_TIPS)
-    # faiss logs which CPU build it loads, with "Could not load library ... ModuleNotFoundError"
-    # lines at INFO that read as errors; it works either way.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def quiet_warnings() -> None:

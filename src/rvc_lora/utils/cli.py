@@ -30,6 +30,10 @@ def _register_resolvers() -> None:
 
 _register_resolvers()
 
+# faiss logs which CPU build it loads at INFO, including "Could not load library with AVX512
+# support ... ModuleNotFoundError" lines that read as errors; it works either way.
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Print an :class:`RvcLoraError` as one line and exit 2, instead of a traceback.
