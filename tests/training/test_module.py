@@ -29,7 +29,8 @@ from rvc_lora.models import build_discriminator, build_synthesizer, export_rvc_m
 from rvc_lora.models.checkpoint import load_rvc_checkpoint
 from rvc_lora.spectral import linear_spectrogram
 from rvc_lora.training import build
-from rvc_lora.training.callbacks import AdapterExport, _render_numpy, log_media, mel_image
+from rvc_lora.training.callbacks import AdapterExport
+from rvc_lora.training.media import _render_numpy, log_media, mel_image
 from rvc_lora.training.module import CKPT_KEY, VoiceConversionModule
 from rvc_lora.utils.errors import CheckpointError
 

@@ -1,109 +1,28 @@
-"""Training side channels: adapter files written during fit, media for the loggers that take it.
+"""Training callbacks: the adapter files written during fit, timing, the progress bar.
 
-Media (audio, mel images) are a convenience, never a reason to stop a run: a missing optional
-package (matplotlib, tensorboard, wandb) or a logger that cannot take media is skipped with one
-warning.
+They see the LightningModule only through the small :class:`ExportsArtifact` protocol, so this
+file does not import ``training.module`` (which imports ``training.media``): the training
+layer's imports read one way.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
-
-if TYPE_CHECKING:
-    from rvc_lora.training.module import VoiceConversionModule
 
 
-def _render_matplotlib(mels: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+class ExportsArtifact(Protocol):
+    """What :class:`AdapterExport` needs of the module (``VoiceConversionModule`` has it)."""
 
-    fig = Figure(figsize=(8, 2.2 * len(mels)), dpi=100)
-    canvas = FigureCanvasAgg(fig)
-    axes = fig.subplots(len(mels), 1, squeeze=False)[:, 0]
-    lo, hi = min(float(m.min()) for m in mels), max(float(m.max()) for m in mels)
-    for ax, mel, title in zip(axes, mels, titles):
-        im = ax.imshow(mel, origin="lower", aspect="auto", interpolation="none", vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("mel bin")
-        fig.colorbar(im, ax=ax)
-    axes[-1].set_xlabel("frame")
-    fig.tight_layout()
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()  # [H, W, 3] uint8
+    artifact_name: str
 
-
-def _render_numpy(mels: Sequence[np.ndarray]) -> np.ndarray:
-    # Fallback without matplotlib: shared min-max scaling to grey levels, low bins at the bottom.
-    lo, hi = min(float(m.min()) for m in mels), max(float(m.max()) for m in mels)
-    width = max(m.shape[1] for m in mels)
-    rows = []
-    for mel in mels:
-        grey = (mel - lo) / max(hi - lo, 1e-8)
-        grey = np.pad(grey[::-1], ((0, 2), (0, width - mel.shape[1])))  # 2-row gap between
-        rows.append(grey)
-    img = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)  # [H, W]
-    return np.repeat(img[..., None], 3, axis=-1)  # [H, W, 3]
-
-
-def mel_image(mels: Sequence[np.ndarray], titles: Sequence[str]) -> np.ndarray:
-    """Stacked log-mel panels (each ``[n_mels, T]``) as an ``[H, W, 3]`` uint8 image.
-
-    Uses matplotlib (titles, colour bars) when installed, else a plain grey-scale picture.
-    """
-    try:
-        return _render_matplotlib(mels, titles)
-    except ImportError:
-        return _render_numpy(mels)
-
-
-def log_media(
-    loggers: Iterable[Any],
-    step: int,
-    sample_rate: int,
-    audio: Mapping[str, np.ndarray],
-    image: np.ndarray | None,
-    prefix: str = "val",
-) -> None:
-    """Send audio clips (``[N]`` float in [-1, 1]) and an ``[H, W, 3]`` image to the loggers.
-
-    TensorBoard and Weights & Biases take media; other loggers are skipped.
-    """
-    try:
-        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-    except ImportError:  # pragma: no cover - part of lightning
-        return
-    for logger in loggers:
-        try:
-            if isinstance(logger, TensorBoardLogger):
-                exp = logger.experiment
-                for name, wav in audio.items():
-                    clip = torch.from_numpy(np.clip(wav, -1.0, 1.0))[None]  # [1, N]
-                    exp.add_audio(f"{prefix}/audio/{name}", clip, step, sample_rate=sample_rate)
-                if image is not None:
-                    exp.add_image(f"{prefix}/mel", image, step, dataformats="HWC")
-            elif isinstance(logger, WandbLogger):
-                logger.log_audio(
-                    f"{prefix}/audio",
-                    [np.clip(w, -1.0, 1.0) for w in audio.values()],
-                    step=step,
-                    caption=list(audio),
-                    sample_rate=[sample_rate] * len(audio),
-                )
-                if image is not None:
-                    logger.log_image(f"{prefix}/mel", [image], step=step)
-        except Exception as err:  # noqa: BLE001 - a media side channel must not end a run
-            rank_zero_warn(
-                f"could not log media to {type(logger).__name__} ({type(err).__name__}: {err})"
-            )
+    def save_adapter(self, path: str | os.PathLike[str]) -> Path: ...
 
 
 class AdapterExport(L.Callback):
@@ -139,11 +58,11 @@ class AdapterExport(L.Callback):
         ckpt = trainer.checkpoint_callback
         return str(getattr(ckpt, "best_model_path", "") or "")
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: ExportsArtifact) -> None:
         # After a resume the restored best is not this process's weights: only newer bests count.
         self._best_seen = self._best(trainer)
 
-    def _check_best(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
+    def _check_best(self, trainer: L.Trainer, pl_module: ExportsArtifact) -> None:
         # ModelCheckpoint runs after other callbacks, so a new best shows up at the next hook;
         # no optimiser step has happened since, so the weights are the checkpoint's.
         best = self._best(trainer)
@@ -155,14 +74,14 @@ class AdapterExport(L.Callback):
                 self.written.append(pl_module.save_adapter(self._dir(trainer) / name))
 
     def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: VoiceConversionModule, batch: Any, batch_idx: int
+        self, trainer: L.Trainer, pl_module: ExportsArtifact, batch: Any, batch_idx: int
     ) -> None:
         self._check_best(trainer, pl_module)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: ExportsArtifact) -> None:
         self._check_best(trainer, pl_module)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: VoiceConversionModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: ExportsArtifact) -> None:
         if trainer.is_global_zero:
             name = self.filename or pl_module.artifact_name
             self.final = pl_module.save_adapter(self._dir(trainer) / name)

@@ -27,8 +27,8 @@ from rvc_lora.models.discriminator import MultiPeriodDiscriminator
 from rvc_lora.models.presets import PRESETS, SynthConfig
 from rvc_lora.models.synthesizer import Synthesizer
 from rvc_lora.spectral import mel_spectrogram, spec_to_mel
-from rvc_lora.training.callbacks import log_media, mel_image
 from rvc_lora.training.losses import discriminator_loss, generator_total
+from rvc_lora.training.media import log_media, mel_image
 from rvc_lora.training.quality import ValQuality
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.determinism import seed_step
@@ -393,7 +393,13 @@ class VoiceConversionModule(L.LightningModule):
                 sched.step()
 
     def on_train_epoch_end(self) -> None:
-        for sched in _as_list(self.lr_schedulers()):  # RVC decays once per epoch
+        # RVC decays once per finished epoch. Lightning also ends an epoch cut short by
+        # max_steps here; decaying then would leave a resumed run (ckpt_path=last.ckpt with more
+        # steps) one decay ahead, as it decays again when that epoch really ends.
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        if progress.ready < self.trainer.num_training_batches:
+            return
+        for sched in _as_list(self.lr_schedulers()):
             sched.step()
 
     # ---- validation -----------------------------------------------------------------------
