@@ -26,6 +26,7 @@ from tests.fuzz.crafted_files import (
     call,
     global_op,
     lie_about_sizes,
+    needs_zip_version,
     protocol2,
     raw_bytes,
     small_int,
@@ -182,6 +183,18 @@ def test_zip_entries_claiming_more_than_the_file_are_refused(tmp_path) -> None:
         safe_torch_load(path)
     with pytest.raises(CheckpointError, match="refused to load"):
         ContentEncoder.from_fairseq(path)
+
+
+@pytest.mark.parametrize("loader", [safe_torch_load, load_fairseq_checkpoint])
+def test_zip_directory_python_cannot_read_is_refused(tmp_path, loader) -> None:
+    path = tmp_path / "v255.pt"
+    torch.save({"w": torch.ones(3)}, path)
+    needs_zip_version(path, 255)
+    with pytest.raises(CheckpointError) as err:
+        loader(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: not a readable PyTorch checkpoint (zip directory: ")
+    assert "zip file version 25.5" in msg and "\n" not in msg
 
 
 def test_chained_repeats_and_huge_conv_specs_are_capped() -> None:

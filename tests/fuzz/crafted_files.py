@@ -82,3 +82,15 @@ def lie_about_sizes(path: Path, claimed: int) -> Path:
         at = data.find(b"PK\x01\x02", at + 4)
     path.write_bytes(bytes(data))
     return path
+
+
+def needs_zip_version(path: Path, version: int) -> Path:
+    """Rewrite the "version needed to extract" of every central-directory record (255 = 25.5,
+    beyond what Python's zipfile reads; a fuzzer found this)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        data[at + 6 : at + 8] = struct.pack("<H", version)
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+    return path

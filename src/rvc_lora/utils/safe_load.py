@@ -35,14 +35,18 @@ def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
 
 def check_zip_container(p: Path) -> None:
     """Refuse a zip checkpoint that would inflate: an entry not STORED, or entry sizes that add up
-    to more than the file. Reads only the zip directory; a file that is no zip passes (torch then
-    says what it is).
+    to more than the file. Reads only the zip directory. A file that does not start like a zip
+    passes (torch reads it as its legacy format, or says what it is); one that does must have a
+    directory Python can read, as torch would read it as a zip.
     """
+    with open(p, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # what torch checks to choose its zip reader
+            return
     try:
         with zipfile.ZipFile(p) as zf:
             entries = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory
+        raise _unreadable(p, exc, "zip directory") from None
     packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
     if packed:
         raise CheckpointError(
@@ -84,9 +88,9 @@ def safe_torch_load(path: str | os.PathLike[str]) -> Any:
         raise _unreadable(p, exc) from None
 
 
-def _unreadable(p: Path, exc: Exception) -> CheckpointError:
+def _unreadable(p: Path, exc: Exception, where: str = "") -> CheckpointError:
     first = str(exc).splitlines()[0][:160] if str(exc) else "truncated"
     return CheckpointError(
-        f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {first}); the file may "
-        f"be truncated or of another format: download it again"
+        f"{p}: not a readable PyTorch checkpoint ({where or type(exc).__name__}: {first}); the "
+        f"file may be truncated or of another format: download it again"
     )
