@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from rvc_lora.data.cache import (
     CacheError,
+    Check,
     entry_lock,
     entry_problem,
     refuse_folder,
@@ -174,7 +175,7 @@ class FeatureCacheBuilder:
             )
         return report
 
-    def _extract(self, chunk: dict[str, Any], check) -> bool:
+    def _extract(self, chunk: dict[str, Any], check: Check) -> bool:
         """Write the feature entry of ``chunk`` unless another job did; ``True`` if we did.
 
         Under the entry's lock, so that parallel jobs (a multirun sharing one cache) extract
