@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,34 @@ def test_stale_temp_files_are_removed_when_the_cache_is_opened(tmp_path) -> None
     os.utime(old, (past, past))
     assert remove_stale_temp_files(tmp_path) == 1
     assert not old.exists() and fresh.exists() and keep.exists()
+
+
+def _hold_lock(path, held, release) -> None:
+    from rvc_lora.data.cache import entry_lock
+
+    with entry_lock(path):
+        held.set()
+        release.wait(20)
+
+
+def test_entry_lock_is_seen_from_another_process(tmp_path) -> None:
+    import multiprocessing as mp
+
+    from rvc_lora.data.cache import entry_busy, entry_lock
+
+    path = tmp_path / "features" / "a.npz"
+    assert not entry_busy(path)  # no lock file yet
+    ctx = mp.get_context("fork")
+    held, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_lock, args=(path, held, release))
+    child.start()
+    try:
+        assert held.wait(20)
+        assert entry_busy(path)
+    finally:
+        release.set()
+        child.join(20)
+    assert child.exitcode == 0 and not entry_busy(path)
+    with entry_lock(path):  # free again, and our own holding shows as busy to others
+        assert entry_busy(path)
+    assert Path(f"{path}.lock").is_file()  # kept: removing it would split later lockers
