@@ -156,6 +156,11 @@ def _split_one_recording(
     if len(segments) >= 2:  # stretches between long silences share no audio
         n_val = min(max(1, round(val_fraction * len(segments))), len(segments) - 1)
         held = set(segments[-n_val:])
+        log.info(
+            "validation: one recording; holding out its last %d of %d stretches between pauses",
+            n_val,
+            len(segments),
+        )
         return [i for i in items if i.segment not in held], [i for i in items if i.segment in held]
     if len(items) >= 2 and all(i.span is not None for i in items):
         val = max(items, key=lambda i: i.span)
