@@ -268,6 +268,25 @@ def test_index_counts_beyond_the_file_never_reach_faiss(
     expect_refusal(path, INDEX_LOADERS)
 
 
+@pytest.mark.parametrize("bad_id", [200, -1, 2**40, "duplicate"])
+def test_index_ids_must_number_the_vectors(files, tmp_path, bad_id) -> None:
+    # reconstruct_n(0, ntotal) fills row i from the vector whose id is i: an id out of range or
+    # twice leaves rows of the blend's table unset (uninitialised memory).
+    data = bytearray(files["added.index"])
+    at = _field_offsets(bytes(data))["list sizes"]
+    assert data[at - 4 : at] == b"full"
+    (count,) = struct.unpack("<Q", data[at : at + 8])
+    sizes = struct.unpack(f"<{count}Q", data[at + 8 : at + 8 + 8 * count])
+    first = next(i for i, n in enumerate(sizes) if n >= 2)
+    ids = at + 8 + 8 * count + sum(n * (256 * 4 + 8) for n in sizes[:first]) + sizes[first] * 1024
+    if bad_id == "duplicate":
+        data[ids + 8 : ids + 16] = data[ids : ids + 8]
+    else:
+        data[ids : ids + 8] = struct.pack("<q", bad_id)
+    (tmp_path / "ids.index").write_bytes(bytes(data))
+    expect_refusal(tmp_path / "ids.index", INDEX_LOADERS)
+
+
 def test_other_index_kinds_and_pickles_named_index(tmp_path) -> None:
     # Refused by kind, before any size is read: 16-d keeps the training cheap.
     x = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)

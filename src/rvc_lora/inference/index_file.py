@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import numpy as np
+
 _MAX_DIM = 65536  # content features are 256-d (v1) or 768-d (v2)
 _FLAT = (b"IxF2", b"IxFI", b"IxFl")  # IndexFlatL2, IndexFlatIP, IndexFlat (any metric)
 
@@ -104,12 +106,19 @@ def check_ivf_flat(data: bytes) -> tuple[int, int]:
         raise IndexLayoutError(f"list layout {layout!r} with {len(counts)} sizes for {nlist} lists")
     if sum(sizes) != ntotal:
         raise IndexLayoutError(f"lists hold {sum(sizes)} vectors, the header says {ntotal}")
+    ids = []
     for n in sizes:
         if n > (len(data) - r.at) // (code_size + 8):
             raise IndexLayoutError(f"a list claims {n} vectors, more than the file holds")
-        r.take(n * (code_size + 8), "list codes and ids")
+        r.take(n * code_size, "list codes")
+        ids.append(np.frombuffer(r.take(n * 8, "list ids"), dtype="<i8"))
     if r.at != len(data):
         raise IndexLayoutError(f"{len(data) - r.at} bytes after the index")
+    # reconstruct_n(0, ntotal) fills row i from the vector with id i: the ids must be exactly
+    # 0..ntotal-1, or rows of the blend's table stay unset.
+    all_ids = np.sort(np.concatenate(ids)) if ids else np.zeros(0, dtype="<i8")
+    if not np.array_equal(all_ids, np.arange(ntotal)):
+        raise IndexLayoutError(f"vector ids are not 0..{ntotal - 1}, each once")
     return d, ntotal
 
 
