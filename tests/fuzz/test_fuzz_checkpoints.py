@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rvc_lora.features.fairseq_pickle import load_fairseq_checkpoint
+from rvc_lora.features.hubert import ContentEncoder
+from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
 from rvc_lora.inference.checkpoints import load_voice_model
 from rvc_lora.inference.index import FeatureIndex, build_index, load_index, save_index
 from rvc_lora.models import build_synthesizer, export_rvc_model, load_rvc_checkpoint
@@ -55,7 +57,9 @@ def files(tmp_path_factory) -> dict[str, bytes]:
     )  # fmt: skip
     feats = np.random.default_rng(0).standard_normal((200, 256)).astype(np.float32)
     save_index(build_index(feats), d / "added.index")
-    return {n: (d / n).read_bytes() for n in ("voice.pth", "G_10.pth", "added.index")}
+    write_tiny_fairseq_checkpoint(d / "hubert.pt", layers=2)
+    names = ("voice.pth", "G_10.pth", "added.index", "hubert.pt")
+    return {n: (d / n).read_bytes() for n in names}
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -106,12 +110,13 @@ def _structural_offsets(data: bytes) -> list[int]:
     return [i for i in range(len(data)) if i not in skip]
 
 
-@pytest.mark.parametrize("name", ["voice.pth", "G_10.pth", "added.index"])
+@pytest.mark.parametrize("name", ["voice.pth", "G_10.pth", "added.index", "hubert.pt"])
 def test_random_byte_flips_and_cuts(files, tmp_path_factory, name) -> None:
     data = files[name]
-    loaders = INDEX_LOADERS if name.endswith(".index") else PTH_LOADERS[:1]
-    # Flips inside tensor data only change numbers; aim at the structure for .pth files.
-    where = _structural_offsets(data) if name.endswith(".pth") else list(range(len(data)))
+    loaders = {"index": INDEX_LOADERS, "pth": PTH_LOADERS[:1], "pt": [ContentEncoder.from_fairseq]}
+    loaders = loaders[name.rsplit(".", 1)[1]]
+    # Flips inside tensor data only change numbers; aim at the structure of torch zips.
+    where = list(range(len(data))) if name.endswith(".index") else _structural_offsets(data)
     folder = tmp_path_factory.mktemp("flips")
 
     @FUZZ
