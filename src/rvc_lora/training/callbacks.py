@@ -1,4 +1,4 @@
-"""Training callbacks: the adapter files written during fit, timing, the progress bar.
+"""Training callbacks: the adapter files written during fit, the resume checkpoint, timing.
 
 They see the LightningModule only through the small :class:`ExportsArtifact` protocol, so this
 file does not import ``training.module`` (which imports ``training.media``): the training
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 
 class ExportsArtifact(Protocol):
@@ -88,22 +89,111 @@ class AdapterExport(L.Callback):
             self.written.append(self.final)
 
 
-class StepTimer(L.Callback):
-    """Wall time of each training batch (data to optimiser step), for the run's metrics.
+class ResumeCheckpoint(Checkpoint):
+    """The resume point: ``last.ckpt``, rewritten every ``every_n_train_steps`` optimisation
+    steps (also mid-epoch) and at the end of fit; ``ckpt_path=.../last.ckpt`` continues the run.
 
-    The first ``warmup`` batches are left out: they include allocator growth and kernel choice.
-    On CUDA the clock waits for the device so that asynchronous kernels are counted.
+    A save due on an epoch's last batch waits for that epoch's validation and end (a Checkpoint
+    runs its epoch-end hook after the module's LR decay); the last step of a ``max_steps`` run
+    that ends mid-epoch is saved at once, as a mid-epoch position. Lightning 2.6 resumes a checkpoint taken
+    between the last batch and the validation as a finished epoch: the resumed run would skip
+    that validation, and the best checkpoint and best adapter it would have chosen. The file is
+    written beside the target and renamed over it, so a kill mid-write keeps the previous one.
+
+    Args:
+        dirpath: folder of the file; None means ``trainer.default_root_dir``.
+        every_n_train_steps: steps between saves; 0 saves only at the end of fit.
+        filename: the file's name.
     """
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str] | None = None,
+        every_n_train_steps: int = 100,
+        filename: str = "last.ckpt",
+    ) -> None:
+        if every_n_train_steps < 0:
+            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        self.dirpath, self.every, self.filename = dirpath, int(every_n_train_steps), filename
+        self._pending = False
+        self._saved_step: int | None = None
+        self.last_model_path = ""
+
+    def path(self, trainer: L.Trainer) -> Path:
+        root = self.dirpath if self.dirpath is not None else trainer.default_root_dir
+        return Path(root) / self.filename
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self._pending = False
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        path = self.path(trainer)
+        tmp = path.with_name(path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank zero writes
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        trainer.strategy.barrier("ResumeCheckpoint")
+        self._saved_step, self.last_model_path = trainer.global_step, str(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        # The last step of a max_steps run is saved here, before Lightning ends the epoch it
+        # cuts short: saved after that, the epoch would resume as finished and skip its rest.
+        final = 0 < trainer.max_steps <= step
+        if not final and (self.every < 1 or step % self.every):
+            return
+        if batch_idx + 1 >= trainer.num_training_batches:
+            self._pending = True  # saved in on_train_epoch_end, after the validation
+            return
+        self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved_step != trainer.global_step:
+            self._save(trainer)
+
+
+class StepTimer(L.Callback):
+    """The run's timing: wall time of each training batch (data to optimiser step), and the
+    run's own clock at each validation.
+
+    The clock (seconds since fit start, set-up, data loading and validations included) is logged
+    as ``time/wall_s`` at the end of every validation, beside ``val/loss_mel`` in the curves the
+    loggers write, and kept in :attr:`val_wall_s`. It travels in checkpoints: a resumed run's
+    clock continues from the time its checkpoint was written (the minutes between that and the
+    kill are not counted).
+
+    The first ``warmup`` batches are left out of the step times: they include allocator growth
+    and kernel choice. On CUDA the clock waits for the device so that asynchronous kernels are
+    counted.
+    """
+
+    WALL_KEY = "time/wall_s"
 
     def __init__(self, warmup: int = 1) -> None:
         self.warmup = warmup
         self.times: list[float] = []
+        self.val_wall_s: dict[int, float] = {}  # optimisation steps done -> seconds
         self._seen = 0
         self._start = 0.0
+        self._fit_start: float | None = None
+        self._offset = 0.0  # seconds a resumed run's checkpoint had already counted
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+
+    def elapsed(self) -> float:
+        """Seconds on the run's clock (0 before fit starts)."""
+        if self._fit_start is None:
+            return self._offset
+        return self._offset + time.perf_counter() - self._fit_start
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync(pl_module)
@@ -114,6 +204,20 @@ class StepTimer(L.Callback):
         self._seen += 1
         if self._seen > self.warmup:
             self.times.append(time.perf_counter() - self._start)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self._fit_start is None:  # not a validation of the run
+            return
+        self._sync(pl_module)
+        wall = self.elapsed()
+        self.val_wall_s[trainer.global_step] = wall
+        pl_module.log(self.WALL_KEY, wall, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._offset = float(state_dict.get("elapsed_s", 0.0))
 
     @property
     def median(self) -> float | None:
