@@ -34,8 +34,10 @@ EVAL_KEYS = (
     "log_mel_l1",
 )
 VAL_KEY = "val/loss_mel"
-# Columns a CSV log may carry with the seconds since training started; none is logged today.
+# Columns a CSV log may carry with the seconds since training started; training logs
+# time/wall_s (StepTimer) at every validation.
 WALL_COLUMNS = ("wall_time_s", "time/wall_s", "train/wall_time_s")
+WALL_SOURCE = "the run's clock at that validation"
 FP16_BYTES = 2
 
 
@@ -343,11 +345,10 @@ def _best(row: Row, metrics: dict[str, Any], wall_at: dict[int, float]) -> None:
         row.best_step = int(found.group(1)) if found else None
     if row.best_step is None:
         return
+    # Only the run's own clock: steps x median step time leaves out validation, data loading
+    # and set-up, so a run without it shows the time as not measured.
     if row.best_step in wall_at:
-        row.wall_to_best_s, row.wall_to_best_source = wall_at[row.best_step], "logged wall time"
-    elif row.step_time_s is not None:
-        row.wall_to_best_s = row.best_step * row.step_time_s
-        row.wall_to_best_source = "best step x median step time"
+        row.wall_to_best_s, row.wall_to_best_source = wall_at[row.best_step], WALL_SOURCE
 
 
 def _fill_from_full_runs(rows: Iterable[Row]) -> None:

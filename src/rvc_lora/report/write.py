@@ -22,10 +22,9 @@ from rvc_lora.report.table import (
 from rvc_lora.utils.atomic import atomic_write_text
 
 WALL_TO_BEST = {
-    "logged wall time": "the wall time the CSV log recorded at that validation",
-    "best step x median step time": (
-        "steps done at that validation x the run's median step time (the CSV log has no "
-        "wall-time column, so validation, data loading and set-up time are left out)"
+    "the run's clock at that validation": (
+        "the run's own clock (time/wall_s in its CSV log) at that validation; runs without it "
+        "show – (not estimated)"
     ),
 }
 
@@ -56,7 +55,7 @@ def notes(records: Sequence[Record]) -> list[str]:
         "- step time: median optimisation step; peak mem: CUDA allocator peak on GPU, else the "
         "process's max RSS.",
         "- wall to best: time from the start of training to the validation with the lowest "
-        f"val/loss_mel, computed as {'; '.join(walls) or 'nothing (no validation step known)'}.",
+        f"val/loss_mel, from {'; '.join(walls) or 'nothing: no run logged its clock (time/wall_s), not measured'}.",
         "- val mel: lowest val/loss_mel over the validations; MCD, F0 RMSE, SECS (speaker "
         "similarity to the target) and PESQ come from eval.json; – = not measured.",
         "- quality ratio (claim c): full's MCD / LoRA's (val mel where MCD is missing) and "
