@@ -39,9 +39,13 @@ def check_zip_container(p: Path) -> None:
     passes (torch reads it as its legacy format, or says what it is); one that does must have a
     directory Python can read, as torch would read it as a zip.
     """
-    with open(p, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # what torch checks to choose its zip reader
-            return
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    if magic != b"PK\x03\x04":  # what torch checks to choose its zip reader
+        return
     try:
         with zipfile.ZipFile(p) as zf:
             entries = zf.infolist()
