@@ -83,21 +83,21 @@ def test_module_data_callbacks_and_discriminators_instantiate(
     assert type(instantiate(cfg.data)).__name__ == "VoiceDataModule"
     # the test overrides drop the progress bar (callbacks.progress_bar=null)
     names = sorted(type(c).__name__ for c in instantiate_group(cfg.callbacks))
-    assert names == ["AdapterExport", "ModelCheckpoint", "ModelCheckpoint"]
+    assert names == ["AdapterExport", "ModelCheckpoint", "ResumeCheckpoint"]
 
 
 def test_default_callbacks_group_builds_exactly(tmp_path) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from omegaconf import OmegaConf
 
-    from rvc_lora.training.callbacks import AdapterExport, StepProgressBar
+    from rvc_lora.training.callbacks import AdapterExport, ResumeCheckpoint, StepProgressBar
 
     group = OmegaConf.load(CONFIGS / "callbacks" / "default.yaml")
     cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "callbacks": group})
     made = dict(zip(cfg.callbacks.keys(), instantiate_group(cfg.callbacks)))
     assert {k: type(v) for k, v in made.items()} == {
         "model_checkpoint": ModelCheckpoint,
-        "last_checkpoint": ModelCheckpoint,
+        "last_checkpoint": ResumeCheckpoint,
         "adapter_export": AdapterExport,
         "progress_bar": StepProgressBar,
     }
@@ -109,8 +109,8 @@ def test_default_callbacks_group_builds_exactly(tmp_path) -> None:
         False,
     )
     assert Path(best.dirpath) == tmp_path / "checkpoints"
-    assert (last.monitor, last.save_top_k, last.save_last) == (None, 0, True)
-    assert last._every_n_train_steps == 100
+    assert (last.every, last.filename) == (100, "last.ckpt")
+    assert Path(last.dirpath) == tmp_path / "checkpoints"
 
 
 @pytest.mark.slow
