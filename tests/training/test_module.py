@@ -29,10 +29,10 @@ from rvc_lora.models import build_discriminator, build_synthesizer, export_rvc_m
 from rvc_lora.models.checkpoint import load_rvc_checkpoint
 from rvc_lora.spectral import linear_spectrogram
 from rvc_lora.training import build
-from rvc_lora.training.callbacks import AdapterExport
+from rvc_lora.training.callbacks import AdapterExport, ResumeCheckpoint
 from rvc_lora.training.media import _render_numpy, log_media, mel_image
 from rvc_lora.training.module import CKPT_KEY, VoiceConversionModule
-from rvc_lora.utils.errors import CheckpointError
+from rvc_lora.utils.errors import CheckpointError, ConfigError
 
 TINY = get_preset("tiny")
 LR0, GAMMA = 1e-4, 0.999875
@@ -158,6 +158,12 @@ def test_every_step_logs_d_and_g_metrics_the_first_of_each_epoch_too(tmp_path) -
     for row in rows:
         for name in ("train/loss_d", "train/grad_norm_d", "train/grad_norm_g", "train/loss_mel"):
             assert math.isfinite(float(row[name] or "nan")), (row["step"], name)
+
+
+@pytest.mark.parametrize("every", [-1, 2.5])
+def test_resume_checkpoint_refuses_a_bad_interval(every) -> None:
+    with pytest.raises(ConfigError, match=r"^callbacks.last_checkpoint.every_n_train_steps must "):
+        ResumeCheckpoint(every_n_train_steps=every)
 
 
 def test_lr_decays_once_per_epoch_for_both_optimizers() -> None:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
+from rvc_lora.utils.errors import ConfigError
+
 
 class ExportsArtifact(Protocol):
     """What :class:`AdapterExport` needs of the module (``VoiceConversionModule`` has it)."""
@@ -94,11 +96,12 @@ class ResumeCheckpoint(Checkpoint):
     steps (also mid-epoch) and at the end of fit; ``ckpt_path=.../last.ckpt`` continues the run.
 
     A save due on an epoch's last batch waits for that epoch's validation and end (a Checkpoint
-    runs its epoch-end hook after the module's LR decay); the last step of a ``max_steps`` run
-    that ends mid-epoch is saved at once, as a mid-epoch position. Lightning 2.6 resumes a checkpoint taken
-    between the last batch and the validation as a finished epoch: the resumed run would skip
-    that validation, and the best checkpoint and best adapter it would have chosen. The file is
-    written beside the target and renamed over it, so a kill mid-write keeps the previous one.
+    runs its epoch-end hook after the module's LR decay): Lightning 2.6 resumes a checkpoint
+    taken between the last batch and the validation as a finished epoch, so the resumed run
+    would skip that validation, and the best checkpoint and best adapter it would have chosen.
+    The last step of a ``max_steps`` run that ends mid-epoch is saved at once, as a mid-epoch
+    position. The file is written beside the target and renamed over it, so a kill mid-write
+    keeps the previous one.
 
     Args:
         dirpath: folder of the file; None means ``trainer.default_root_dir``.
@@ -112,8 +115,11 @@ class ResumeCheckpoint(Checkpoint):
         every_n_train_steps: int = 100,
         filename: str = "last.ckpt",
     ) -> None:
-        if every_n_train_steps < 0:
-            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        if int(every_n_train_steps) != every_n_train_steps or every_n_train_steps < 0:
+            raise ConfigError(
+                f"callbacks.last_checkpoint.every_n_train_steps must be an integer >= 0 "
+                f"(0: only at the end of fit), got {every_n_train_steps}"
+            )
         self.dirpath, self.every, self.filename = dirpath, int(every_n_train_steps), filename
         self._pending = False
         self._saved_step: int | None = None
