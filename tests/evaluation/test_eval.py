@@ -20,7 +20,8 @@ from rvc_lora.evaluation.run import run
 from rvc_lora.evaluation.summary import flat_summary
 from rvc_lora.evaluation.voice import resolve_artifact
 from rvc_lora.features.f0 import compute_f0
-from rvc_lora.inference.pitch import AutoPitchError, auto_pitch_shift, voiced_median_hz
+from rvc_lora.features.pitch import voiced_median_hz
+from rvc_lora.inference.pitch import AutoPitchError, auto_pitch_shift
 from rvc_lora.report.collect import EVAL_KEYS
 from tests.evaluation.conftest import REPO, compose_app, copy_demo
 

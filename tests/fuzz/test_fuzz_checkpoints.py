@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from rvc_lora.features.fairseq_pickle import load_fairseq_checkpoint
 from rvc_lora.features.hubert import ContentEncoder
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
+from rvc_lora.features.index import FeatureIndex, build_index, load_index, save_index
 from rvc_lora.inference.checkpoints import load_voice_model
-from rvc_lora.inference.index import FeatureIndex, build_index, load_index, save_index
 from rvc_lora.models import build_synthesizer, export_rvc_model, load_rvc_checkpoint
 from rvc_lora.utils.errors import RvcLoraError
 from tests.fuzz.crafted_files import (

@@ -135,7 +135,7 @@ def test_wrong_checkpoint_and_foreign_base_are_refused(voice, source, tmp_path) 
 
 
 def test_index_of_other_dimension_is_refused(voice, source, tmp_path) -> None:
-    from rvc_lora.inference.index import build_index, save_index
+    from rvc_lora.features.index import build_index, save_index
 
     idx = tmp_path / "added_IVF4_Flat_nprobe_1_x_v2.index"
     save_index(build_index(np.random.default_rng(0).standard_normal((400, 768)).astype("f4")), idx)

@@ -11,8 +11,8 @@ import torch
 
 from rvc_lora.features.hubert import load_content_encoder
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
+from rvc_lora.features.index import FeatureIndex, RetrievalIndexError, build_index
 from rvc_lora.features.pitch import coarse_pitch
-from rvc_lora.inference.index import FeatureIndex, RetrievalIndexError, build_index
 from rvc_lora.inference.pipeline import ConversionError, ConversionPipeline, ConvertOptions
 from rvc_lora.models import build_synthesizer
 

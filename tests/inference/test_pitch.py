@@ -10,6 +10,7 @@ import torch
 
 from rvc_lora.features.hubert import load_content_encoder
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
+from rvc_lora.features.pitch import voiced_median_hz
 from rvc_lora.inference import pipeline as pipeline_mod
 from rvc_lora.inference.pipeline import ConversionError, ConversionPipeline, ConvertOptions
 from rvc_lora.inference.pitch import (
@@ -18,7 +19,6 @@ from rvc_lora.inference.pitch import (
     parse_pitch,
     recorded_voice_median,
     require_voice_median,
-    voiced_median_hz,
 )
 from rvc_lora.models import build_synthesizer
 

@@ -19,13 +19,14 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rvc_lora.features.index import RetrievalIndexError
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import RvcLoraError
 
@@ -234,3 +235,30 @@ def read_json(path: str | os.PathLike[str]) -> Any | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def features_from_cache(feature_files: Iterable[str | os.PathLike[str]]) -> np.ndarray:
+    """Concatenate the ``feats`` arrays (``[T, D]``, stored float16) of feature-cache entries.
+
+    Returns:
+        ``[sum T, D]`` float32, in the order given.
+    Raises:
+        RetrievalIndexError: no files, a damaged/missing entry, no ``feats``, or mixed widths.
+    """
+    parts: list[np.ndarray] = []
+    for f in feature_files:
+        entry = read_entry(f)
+        if entry is None:
+            raise RetrievalIndexError(f"{f}: feature cache entry missing or damaged; re-extract")
+        if "feats" not in entry:
+            raise RetrievalIndexError(f"{f}: cache entry has no 'feats' array ({sorted(entry)})")
+        feats = np.asarray(entry["feats"], dtype=np.float32)
+        if feats.ndim != 2 or (parts and feats.shape[1] != parts[0].shape[1]):
+            first = parts[0].shape[1] if parts else "?"
+            raise RetrievalIndexError(
+                f"{f}: feats shape {list(feats.shape)} does not fit [T, {first}]"
+            )
+        parts.append(feats)
+    if not parts:
+        raise RetrievalIndexError("features_from_cache: no feature files given")
+    return np.concatenate(parts, axis=0)

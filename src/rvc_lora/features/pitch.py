@@ -7,6 +7,7 @@ Both functions accept numpy arrays and torch tensors and return the same kind.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TypeVar
 
 import numpy as np
@@ -73,3 +74,15 @@ def shift_pitch(f0_hz: T, semitones: float) -> T:
         return f0_hz * factor
     arr = np.asarray(f0_hz)
     return (arr * factor).astype(arr.dtype if arr.dtype.kind == "f" else np.float64, copy=False)
+
+
+def voiced_median_hz(f0: np.ndarray | Iterable[np.ndarray]) -> float | None:
+    """Median of the voiced frames (F0 > 0, finite) of one track ``[T]`` or several, in Hz.
+
+    Returns:
+        The median, or None when no frame is voiced.
+    """
+    tracks = [f0] if isinstance(f0, np.ndarray) else list(f0)
+    voiced = [t[np.isfinite(t) & (t > 0)] for t in (np.asarray(x, np.float64) for x in tracks)]
+    frames = np.concatenate(voiced) if voiced else np.zeros(0)
+    return float(np.median(frames)) if frames.size else None

@@ -32,9 +32,9 @@ from scipy import signal
 
 from rvc_lora.features.f0 import F0_METHODS, compute_f0
 from rvc_lora.features.hubert import upsample_features
-from rvc_lora.features.pitch import coarse_pitch, shift_pitch
-from rvc_lora.inference.index import FeatureIndex, check_dim
-from rvc_lora.inference.pitch import MAX_AUTO_SHIFT, auto_pitch_shift, voiced_median_hz
+from rvc_lora.features.index import FeatureIndex, check_dim
+from rvc_lora.features.pitch import coarse_pitch, shift_pitch, voiced_median_hz
+from rvc_lora.inference.pitch import MAX_AUTO_SHIFT, auto_pitch_shift
 from rvc_lora.utils.errors import RvcLoraError
 
 if TYPE_CHECKING:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
 from pathlib import Path
-
-import numpy as np
 
 from rvc_lora.utils.errors import RvcLoraError
 
@@ -25,18 +22,6 @@ MAX_AUTO_SHIFT = 24  # semitones: two octaves either way covers any speaker pair
 
 class AutoPitchError(RvcLoraError, ValueError):
     """``pitch=auto`` cannot be used: the voice's median F0 is unknown."""
-
-
-def voiced_median_hz(f0: np.ndarray | Iterable[np.ndarray]) -> float | None:
-    """Median of the voiced frames (F0 > 0, finite) of one track ``[T]`` or several, in Hz.
-
-    Returns:
-        The median, or None when no frame is voiced.
-    """
-    tracks = [f0] if isinstance(f0, np.ndarray) else list(f0)
-    voiced = [t[np.isfinite(t) & (t > 0)] for t in (np.asarray(x, np.float64) for x in tracks)]
-    frames = np.concatenate(voiced) if voiced else np.zeros(0)
-    return float(np.median(frames)) if frames.size else None
 
 
 def auto_pitch_shift(

@@ -52,7 +52,7 @@ def conversion_setup(
     """``(ConvertOptions, ConversionPipeline, FeatureIndex | None)`` from infer-style options
     (``infer.yaml``, ``eval.yaml``): the encoder and F0 method default to the voice's own."""
     from rvc_lora.features.hubert import load_content_encoder
-    from rvc_lora.inference.index import FeatureIndex
+    from rvc_lora.features.index import FeatureIndex
     from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
 
     f0_method = trained_setting(cfg, trained, "f0_method")

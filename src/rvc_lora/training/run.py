@@ -97,7 +97,8 @@ def build_run_index(datamodule: Any, out: Path, name: str, version: str) -> Path
     """RVC's retrieval index over the run's content features, saved next to the adapter."""
     import faiss
 
-    from rvc_lora.inference.index import build_index, features_from_cache, save_index
+    from rvc_lora.data.cache import features_from_cache
+    from rvc_lora.features.index import build_index, save_index
 
     report = getattr(datamodule, "report", None)
     if report is None or not report.items:
@@ -115,7 +116,7 @@ def voice_f0_median(datamodule: Any) -> float | None:
     single median describes no voice.
     """
     from rvc_lora.data.cache import read_entry
-    from rvc_lora.inference.pitch import voiced_median_hz
+    from rvc_lora.features.pitch import voiced_median_hz
 
     report = getattr(datamodule, "report", None)
     if report is None or not report.items or getattr(datamodule, "speakers", None):

@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from rvc_lora.inference.index_file import IndexLayoutError, check_index_file
+from rvc_lora.features.index_file import IndexLayoutError, check_index_file
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import RvcLoraError
 
@@ -135,7 +134,7 @@ def check_dim(index, expected_dim: int, source: object = "index") -> None:
 def load_index(path: str | os.PathLike[str], expected_dim: int | None = None):
     """Read a faiss index file (ours or RVC's ``added_*.index``).
 
-    The layout is checked before faiss reads the file (:mod:`rvc_lora.inference.index_file`):
+    The layout is checked before faiss reads the file (:mod:`rvc_lora.features.index_file`):
     faiss would allocate whatever sizes a damaged file claims.
 
     Raises:
@@ -168,35 +167,6 @@ def load_index(path: str | os.PathLike[str], expected_dim: int | None = None):
     if expected_dim is not None:
         check_dim(index, expected_dim, p)
     return index
-
-
-def features_from_cache(feature_files: Iterable[str | os.PathLike[str]]) -> np.ndarray:
-    """Concatenate the ``feats`` arrays (``[T, D]``, stored float16) of feature-cache entries.
-
-    Returns:
-        ``[sum T, D]`` float32, in the order given.
-    Raises:
-        RetrievalIndexError: no files, a damaged/missing entry, no ``feats``, or mixed widths.
-    """
-    from rvc_lora.data.cache import read_entry
-
-    parts: list[np.ndarray] = []
-    for f in feature_files:
-        entry = read_entry(f)
-        if entry is None:
-            raise RetrievalIndexError(f"{f}: feature cache entry missing or damaged; re-extract")
-        if "feats" not in entry:
-            raise RetrievalIndexError(f"{f}: cache entry has no 'feats' array ({sorted(entry)})")
-        feats = np.asarray(entry["feats"], dtype=np.float32)
-        if feats.ndim != 2 or (parts and feats.shape[1] != parts[0].shape[1]):
-            first = parts[0].shape[1] if parts else "?"
-            raise RetrievalIndexError(
-                f"{f}: feats shape {list(feats.shape)} does not fit [T, {first}]"
-            )
-        parts.append(feats)
-    if not parts:
-        raise RetrievalIndexError("features_from_cache: no feature files given")
-    return np.concatenate(parts, axis=0)
 
 
 class FeatureIndex:

@@ -8,13 +8,12 @@ import faiss
 import numpy as np
 import pytest
 
-from rvc_lora.data.cache import write_entry
-from rvc_lora.inference import index as index_mod
-from rvc_lora.inference.index import (
+from rvc_lora.data.cache import features_from_cache, write_entry
+from rvc_lora.features import index as index_mod
+from rvc_lora.features.index import (
     FeatureIndex,
     RetrievalIndexError,
     build_index,
-    features_from_cache,
     load_index,
     n_ivf,
     save_index,
