@@ -193,9 +193,10 @@ def test_crops_are_a_function_of_seed_epoch_and_index(tmp_path, shared_root, voi
 MAX_STEPS, EVERY = 12, 2  # 4 voice files: 6 training slices, 3 batches of 2 an epoch
 PER_EPOCH = 3
 KILL_AT = {  # which last.ckpt to kill on; both come after one validation and one LR decay
-    "mid_epoch": lambda step: step > PER_EPOCH and step % PER_EPOCH != 0,
-    # written after the epoch's last batch, before its validation and on_train_epoch_end
-    "epoch_end": lambda step: step > PER_EPOCH and step % PER_EPOCH == 0,
+    "mid_epoch": lambda step: step > PER_EPOCH and step % PER_EPOCH == 2,
+    # step 6 is due on epoch 1's last batch; ResumeCheckpoint writes it after the first batch
+    # of epoch 2 (step 7), with epoch 1's validation and LR decay in between
+    "epoch_end": lambda step: step == 2 * PER_EPOCH + 1,
 }
 
 
@@ -266,6 +267,13 @@ def _logged_steps(run_dir: Path) -> dict[int, dict[str, float]]:
     return {int(r["step"]): {k: float(v) for k, v in r.items() if v and "/" in k} for r in rows}
 
 
+def _logged_vals(run_dir: Path) -> dict[int, float]:
+    """``val/loss_mel`` of each validation in the CSV log, by step."""
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/loss_mel")]
+    return {int(r["step"]): float(r["val/loss_mel"]) for r in rows}
+
+
 def _final(run_dir: Path) -> tuple[dict, dict, dict]:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -320,3 +328,11 @@ def test_killed_run_resumed_from_last_ckpt_equals_uninterrupted(
     for k in ad_a:  # the exported adapter (fp16) as well
         assert (ad_a[k].float() - ad_b[k].float()).abs().max().item() <= 1e-6, k
     assert "dataloader is not resumable" not in output  # Lightning took the loader's state
+    # The same best validation and best checkpoint, and the same best adapter.
+    assert ma["best_score"] == mb["best_score"] and ma["best_monitor"] == mb["best_monitor"]
+    assert Path(ma["best_checkpoint"]).name == Path(mb["best_checkpoint"]).name
+    best_a, best_b = (load_file(d / "best_adapter.safetensors") for d in (a, b))
+    assert set(best_a) == set(best_b)
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+    vals_a, vals_b = _logged_vals(a), _logged_vals(b)
+    assert vals_b and all(vals_b[s] == pytest.approx(vals_a[s], rel=1e-6) for s in vals_b)

@@ -25,18 +25,22 @@ from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
 from tests.training.test_module import loader, make_batch, make_module, trainer
 
 BATCHES = 3  # an epoch
-STEPS = 7  # two whole epochs (two validations, two LR decays) and one batch of a third
-INIT_SCALE = 2.0**-4  # grows 2x every 2 updates (D and G: one step): 8 after STEPS, no overflow
+STEPS = 8  # two whole epochs (two validations, two LR decays) and two batches of a third
+INIT_SCALE = 2.0**-4  # grows 2x every 2 updates (D and G: one step): 16 after STEPS, no overflow
 STOPS = {  # how the first run ends: (hook that kills it | None, step, step of its last.ckpt)
     "mid_epoch": ("on_train_batch_start", 5, 5),
-    # after the epoch's last batch, before its validation: last.ckpt waits for the epoch's end
+    # after the epoch's last batch, before its validation: that save moved to the next epoch
     "epoch_end": ("on_validation_start", 6, 5),
-    # max_steps cuts epoch 1 short; last.ckpt at the end of fit; continued to STEPS
+    # after epoch 1's validation and LR decay, and the first batch of epoch 2
+    "after_epoch_end": ("on_train_batch_start", 7, 7),
+    # max_steps cuts epoch 1 short; last.ckpt of its last step; continued to STEPS
     "max_steps": (None, 5, 5),
+    # max_steps ends the run with epoch 1; last.ckpt at the end of fit; continued to STEPS
+    "max_steps_at_epoch_end": (None, 6, 6),
 }
 
 pytestmark = [
-    pytest.mark.slow,  # 3 fits of 4-7 steps each: ~10 s on one busy core
+    pytest.mark.slow,  # 2 fits of 5-8 steps each per case
     pytest.mark.filterwarnings(
         "ignore:.*does not have many workers.*",
         "ignore:.*(LightningModule.)?self.log.*",

@@ -95,13 +95,16 @@ class ResumeCheckpoint(Checkpoint):
     """The resume point: ``last.ckpt``, rewritten every ``every_n_train_steps`` optimisation
     steps (also mid-epoch) and at the end of fit; ``ckpt_path=.../last.ckpt`` continues the run.
 
-    A save due on an epoch's last batch waits for that epoch's validation and end (a Checkpoint
-    runs its epoch-end hook after the module's LR decay): Lightning 2.6 resumes a checkpoint
-    taken between the last batch and the validation as a finished epoch, so the resumed run
-    would skip that validation, and the best checkpoint and best adapter it would have chosen.
-    The last step of a ``max_steps`` run that ends mid-epoch is saved at once, as a mid-epoch
-    position. The file is written beside the target and renamed over it, so a kill mid-write
-    keeps the previous one.
+    Saves are mid-epoch positions, the one kind Lightning 2.6 resumes exactly. A save due on
+    an epoch's last batch moves to the first batch of the next epoch: resumed from a checkpoint
+    taken between the last batch and the validation, Lightning counts the epoch as finished and
+    skips that validation (and the best checkpoint and best adapter it would have chosen); from
+    one taken at the epoch's end, it ends that epoch a second time, hands the samplers the next
+    epoch's number and logs every later step one step on. Only one-batch epochs, and a fit that
+    ends with its epoch, are saved at an epoch's end; for those, each epoch start puts the
+    samplers back in the trainer's epoch and the module counts its LR decays by epoch. The file
+    is written beside the target and renamed over it, so a kill mid-write keeps the previous
+    one.
 
     Args:
         dirpath: folder of the file; None means ``trainer.default_root_dir``.
@@ -143,19 +146,40 @@ class ResumeCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        # The last step of a max_steps run is saved here, before Lightning ends the epoch it
-        # cuts short: saved after that, the epoch would resume as finished and skip its rest.
+        # The last step of a max_steps run that ends mid-epoch is saved here, before Lightning
+        # ends the epoch it cuts short: saved after that, the epoch would resume as finished.
         final = 0 < trainer.max_steps <= step
-        if not final and (self.every < 1 or step % self.every):
-            return
-        if batch_idx + 1 >= trainer.num_training_batches:
-            self._pending = True  # saved in on_train_epoch_end, after the validation
-            return
-        self._save(trainer)
+        if final or (self.every > 0 and step % self.every == 0):
+            self._pending = True
+        if self._pending and batch_idx + 1 < trainer.num_training_batches:
+            self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending:
+        # No mid-epoch position is left: one-batch epochs, or the fit ends with this epoch.
+        # Here rather than at the end of fit: resumed from there, Lightning 2.6 skips an epoch.
+        ends = 0 < trainer.max_steps <= trainer.global_step or trainer.should_stop
+        ends = ends or 0 < (trainer.max_epochs or 0) <= trainer.current_epoch + 1
+        if self._saved_step == trainer.global_step:  # a mid-epoch position already
+            return
+        if (self._pending and trainer.num_training_batches == 1) or ends:
             self._save(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resumed from a checkpoint written at an epoch's end, Lightning 2.6 ends that epoch a
+        # second time (the module's LR decay counts epochs for that) and hands the samplers the
+        # number of the epoch after the one it starts: batch order and crops would be another
+        # epoch's. The first batch is drawn after this hook.
+        loaders = trainer.train_dataloader
+        if isinstance(loaders, dict):
+            loaders = list(loaders.values())
+        for loader in loaders if isinstance(loaders, (list, tuple)) else [loaders]:
+            batch_sampler = getattr(loader, "batch_sampler", None)
+            for sampler in (
+                getattr(loader, "sampler", None),
+                getattr(batch_sampler, "sampler", None),
+            ):
+                if getattr(sampler, "epoch", None) not in (None, trainer.current_epoch):
+                    sampler.set_epoch(trainer.current_epoch)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved_step != trainer.global_step:

@@ -393,14 +393,16 @@ class VoiceConversionModule(L.LightningModule):
                 sched.step()
 
     def on_train_epoch_end(self) -> None:
-        # RVC decays once per finished epoch. Lightning also ends an epoch cut short by
-        # max_steps here; decaying then would leave a resumed run (ckpt_path=last.ckpt with more
-        # steps) one decay ahead, as it decays again when that epoch really ends.
+        # RVC decays once per finished epoch: after epoch e, e + 1 decays in all. Counted, not
+        # one step per call: resumed from a checkpoint written at an epoch's end, Lightning calls
+        # this again for that epoch. And Lightning also ends an epoch cut short by max_steps
+        # here; decaying then would leave a continued run one decay ahead.
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         if progress.ready < self.trainer.num_training_batches:
             return
         for sched in _as_list(self.lr_schedulers()):
-            sched.step()
+            while sched.last_epoch < self.current_epoch + 1:
+                sched.step()
 
     # ---- validation -----------------------------------------------------------------------
 
