@@ -36,6 +36,7 @@ def test_pattern_count_limit_at_its_edge() -> None:
         "a+(b+)(c+)(d+)(e+)",
         "a+b+c+(?:d+|e+)",
         "a{0,2}b{0,2}c{0,2}d{0,2}e{0,2}",  # bounded repeats above 1 count too
+        "(a+)?(b+)?(c+)?(d+)?(e+)?",  # an optional group's repeats count
     ],
 )
 def test_five_repeats_anywhere_are_counted(pattern: str) -> None:

@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from rvc_lora.lora import inject_lora, load_adapter, save_adapter
 from rvc_lora.lora.config import LoraError
@@ -145,3 +146,28 @@ def test_metadata_of_the_wrong_json_type_is_named(tmp_path) -> None:
         f"{bad_cfg}: bad LoRA config in metadata (rank must be a positive int (e.g. 8), got 0)"
     )
     assert_same_state(model, before)
+
+
+def test_unreadable_files_and_odd_names_are_named(tmp_path) -> None:
+    path = _saved(tmp_path)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(Exception) as raw:  # what safetensors itself says about the cut file
+        safe_open(str(cut), framework="pt")
+    _refused(_base(), cut, f"not a readable .safetensors adapter ({_one_line(raw.value)})")
+    tensors, _ = file_tensors(path)
+    odd = "a b" + "c" * 50
+    tensors[odd] = tensors.pop("emb.weight")
+    bad = rewrite(path, tmp_path / "bad.safetensors", tensors=tensors)
+    _refused(
+        _base(),
+        bad,
+        f"tensor name {odd[:40]!r} is not a dotted parameter name; the file is damaged or not "
+        "an adapter",
+    )
+    future = rewrite(path, tmp_path / "f.safetensors", format_version="9" * 30)
+    _refused(
+        _base(),
+        future,
+        f"adapter format {'9' * 20!r}, this version reads ['1', '2']; upgrade rvc-lora",
+    )
