@@ -370,3 +370,31 @@ def test_build_generator_and_discriminator_refuse_wrong_files(tmp_path, caplog) 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build.build_discriminator_for("tiny")
+
+
+def test_resume_reads_older_records_and_refuses_other_mel_numerics(tmp_path) -> None:
+    module = make_module()
+    tr = trainer(max_steps=1, max_epochs=-1)
+    tr.fit(module, loader(2))
+    path = tmp_path / "lora.ckpt"
+    tr.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt[CKPT_KEY]["mel_numerics"] == "rvc_release"
+    # Written before patterns were [regex, value] lists and before the mel choice was recorded.
+    old = copy.deepcopy(ckpt)
+    old[CKPT_KEY]["lora_config"].update(rank_pattern={}, alpha_pattern={})
+    del old[CKPT_KEY]["mel_numerics"]
+    torch.save(old, tmp_path / "old.ckpt")
+    tr2 = trainer(max_steps=2, max_epochs=-1)
+    tr2.fit(make_module(), loader(2), ckpt_path=tmp_path / "old.ckpt")
+    assert tr2.global_step == 2
+
+    with pytest.raises(
+        CheckpointError, match=r"mel_numerics differs .*'rvc_release' vs 'rvc_main'"
+    ):
+        trainer(max_steps=2).fit(make_module(mel_numerics="rvc_main"), loader(2), ckpt_path=path)
+    bad = copy.deepcopy(ckpt)
+    bad[CKPT_KEY]["lora_config"]["rank"] = "eight"
+    torch.save(bad, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="checkpoint lora_config is not valid"):
+        trainer(max_steps=2).fit(make_module(), loader(2), ckpt_path=tmp_path / "bad.ckpt")

@@ -25,7 +25,8 @@ from rvc_lora.data.features_cache import (
 )
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
-from rvc_lora.spectral import linear_spectrogram
+from rvc_lora.spectral import RVC_RELEASE, MelNumerics, linear_spectrogram
+from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SpectrogramSettings:
     hop_length: int
     n_fft: int
     win_length: int | None = None
+    numerics: MelNumerics = RVC_RELEASE
 
 
 class VoiceDataset(Dataset):
@@ -93,7 +95,9 @@ class VoiceDataset(Dataset):
             "phone": torch.from_numpy(phone[start : start + t]),
             "pitch": torch.from_numpy(feats["pitch"][start : start + t].astype(np.int64)),
             "pitchf": torch.from_numpy(feats["f0"][start : start + t].astype(np.float32)),
-            "spec": linear_spectrogram(wav[None], self.spec.n_fft, hop, self.spec.win_length)[0],
+            "spec": linear_spectrogram(
+                wav[None], self.spec.n_fft, hop, self.spec.win_length, self.spec.numerics
+            )[0],
             "wav": wav,
             "sid": torch.tensor(self.speaker_ids[index]),
         }
@@ -198,6 +202,7 @@ class VoiceDataModule(L.LightningDataModule):
         cache_dir: where slices and features are kept (reused across runs and settings).
         sample_rate, hop_length, n_fft: the model's audio settings.
         version: content features: ``v1`` (256-d) or ``v2`` (768-d).
+        mel_numerics: the spectrogram eps of the items' ``spec`` (``features.mel_numerics``).
     """
 
     def __init__(
@@ -222,6 +227,7 @@ class VoiceDataModule(L.LightningDataModule):
         backend: str = "native",
         progress: bool = True,
         slicer: SlicerConfig | None = None,
+        mel_numerics: str = "rvc_release",
     ) -> None:
         super().__init__()
         self.input_dir, self.cache_dir = Path(input_dir), Path(cache_dir)
@@ -234,7 +240,9 @@ class VoiceDataModule(L.LightningDataModule):
             device=device,
             backend=backend,
         )
-        self.spec = SpectrogramSettings(hop_length=hop_length, n_fft=n_fft)
+        self.spec = SpectrogramSettings(
+            hop_length=hop_length, n_fft=n_fft, numerics=named_mel_numerics(mel_numerics)
+        )
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.max_frames, self.num_workers = max_frames, num_workers
         self.prepare_workers, self.speaker_id, self.progress = prepare_workers, speaker_id, progress

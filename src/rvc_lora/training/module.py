@@ -22,10 +22,12 @@ from torch import nn
 
 from rvc_lora.lora import LoraConfig, base_identity, inject_lora, trainable_parameters
 from rvc_lora.lora import save_adapter as save_lora_adapter
+from rvc_lora.lora.config import LoraError
 from rvc_lora.models.commons import sequence_mask, slice_segments
 from rvc_lora.models.discriminator import MultiPeriodDiscriminator
 from rvc_lora.models.presets import PRESETS, SynthConfig
 from rvc_lora.models.synthesizer import Synthesizer
+from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.spectral import mel_spectrogram, spec_to_mel
 from rvc_lora.training.losses import discriminator_loss, generator_total
 from rvc_lora.training.media import log_media, mel_image
@@ -93,6 +95,8 @@ class VoiceConversionModule(L.LightningModule):
         seed: base of the per-step RNG seeds (see ``training.determinism``); None takes the seed
             the process was seeded with (``L.seed_everything(cfg.seed)`` in ``train``) at fit
             start. A resumed fit continues with the seed stored in its checkpoint.
+        mel_numerics: the spectrogram eps and mel floor of the mel loss, by name
+            (:data:`rvc_lora.spectral.MEL_NUMERICS`; ``features.mel_numerics``).
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class VoiceConversionModule(L.LightningModule):
         log_audio: bool = True,
         seed: int | None = None,
         val_metric_items: int = 4,
+        mel_numerics: str = "rvc_release",
     ) -> None:
         super().__init__()
         if d_policy not in D_POLICIES:
@@ -136,6 +141,8 @@ class VoiceConversionModule(L.LightningModule):
         self.lr_decay, self.c_mel, self.c_kl = float(lr_decay), float(c_mel), float(c_kl)
         self.grad_clip, self.log_audio = grad_clip, log_audio
         self.seed = seed
+        self.mel_numerics = named_mel_numerics(mel_numerics)
+        self.mel_numerics_name = mel_numerics
         self._grad_norms: dict[str, torch.Tensor] = {}  # of the current step, by "g" / "d"
         self.val_quality = ValQuality(val_metric_items)
         if lora is not None:
@@ -156,6 +163,7 @@ class VoiceConversionModule(L.LightningModule):
                 "lr_decay": self.lr_decay,
                 "c_mel": self.c_mel,
                 "c_kl": self.c_kl,
+                "mel_numerics": mel_numerics,
                 "grad_clip": grad_clip,
                 "preset": self.preset,
                 "f0": generator.f0,
@@ -229,6 +237,7 @@ class VoiceConversionModule(L.LightningModule):
             "preset": self.preset,
             "f0": self.generator.f0,
             "seed": self.seed,
+            "mel_numerics": self.mel_numerics_name,
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -250,7 +259,13 @@ class VoiceConversionModule(L.LightningModule):
                 f"preset {theirs.get('preset')}) than this model ({b['sha256'][:16]}, preset "
                 f"{mine['preset']}); build the model from the same pretrained_g"
             )
-        for key in ("mode", "d_policy", "f0", "targets", "lora_config"):
+        theirs = {
+            **theirs,
+            "lora_config": _comparable_lora_config(theirs.get("lora_config")),
+            # Checkpoints from before the choice existed were trained with RVC's release values.
+            "mel_numerics": theirs.get("mel_numerics", "rvc_release"),
+        }
+        for key in ("mode", "d_policy", "f0", "targets", "lora_config", "mel_numerics"):
             if theirs.get(key) != mine[key]:
                 raise CheckpointError(
                     f"checkpoint {key} differs from this run's ({_short(theirs.get(key))} vs "
@@ -304,11 +319,13 @@ class VoiceConversionModule(L.LightningModule):
 
     def _mel_of_spec(self, spec: torch.Tensor) -> torch.Tensor:
         c = self.generator.config
-        return spec_to_mel(spec, c.sr, c.n_fft, c.n_mels)
+        return spec_to_mel(spec, c.sr, c.n_fft, c.n_mels, numerics=self.mel_numerics)
 
     def _mel_of_wav(self, wav: torch.Tensor) -> torch.Tensor:
         c = self.generator.config
-        return mel_spectrogram(wav, c.sr, c.n_fft, c.hop_length, c.n_mels)
+        return mel_spectrogram(
+            wav, c.sr, c.n_fft, c.hop_length, c.n_mels, numerics=self.mel_numerics
+        )
 
     def _step_uncounted(self, optimizer: Any) -> None:
         # Lightning counts every LightningOptimizer.step() in manual optimisation as a global
@@ -467,6 +484,17 @@ class VoiceConversionModule(L.LightningModule):
             rank_zero_warn(f"could not draw the mel image ({type(err).__name__}: {err})")
             image = None
         log_media(self.loggers, self.global_step, c.sr, clips, image)
+
+
+def _comparable_lora_config(value: Any) -> Any:
+    """A checkpoint's LoRA config as this version writes it: earlier checkpoints stored the
+    patterns as mappings, which compare unequal to today's ``[regex, value]`` lists."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return LoraConfig.from_dict(value).to_dict()
+    except (LoraError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint lora_config is not valid ({exc})") from None
 
 
 def _short(value: Any, limit: int = 80) -> str:
