@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
 from rvc_lora.spectral import RVC_MAIN, RVC_RELEASE, linear_spectrogram, mel_spectrogram
-from rvc_lora.utils.cli import ensure_tiny_encoder
 from tests.training.conftest import compose_train
 
 

@@ -24,7 +24,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
-from rvc_lora.utils.cli import CONFIG_DIR, ensure_tiny_encoder
+from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
+from rvc_lora.utils.cli import CONFIG_DIR
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader, step_seed
 from rvc_lora.utils.errors import CheckpointError
 from tests.training.conftest import FAST, compose_train, make_voice_folder

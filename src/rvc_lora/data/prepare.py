@@ -10,7 +10,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from rvc_lora.utils.cli import CONFIG_DIR, ensure_tiny_encoder, user_errors
+from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
+from rvc_lora.utils.cli import CONFIG_DIR, user_errors
 
 
 @user_errors

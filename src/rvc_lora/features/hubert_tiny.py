@@ -9,6 +9,7 @@ activations moderate; layer norms are not identity), so a wrong key mapping chan
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -220,3 +221,13 @@ def _fake_fairseq_dictionary() -> Iterator[type]:
                 sys.modules.pop(n, None)
             else:
                 sys.modules[n] = old
+
+
+def ensure_tiny_encoder(features_cfg: Any) -> None:
+    """Create the deterministic tiny content encoder when the config asks for it and it is absent."""
+    if not features_cfg.get("create_tiny_encoder", False):
+        return
+    path = Path(features_cfg.encoder_path)
+    if not path.exists():
+        write_tiny_fairseq_checkpoint(path)
+        logging.getLogger("rvc_lora").info("created the tiny content encoder at %s", path)

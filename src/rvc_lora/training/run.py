@@ -25,11 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from rvc_lora.data.cache import write_json
+from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
 from rvc_lora.lora import base_state_dict
 from rvc_lora.training.callbacks import AdapterExport, StepTimer
 from rvc_lora.training.console import LogIntervalWithinEpoch, log_once, quiet_warnings
 from rvc_lora.utils.atomic import atomic_torch_save
-from rvc_lora.utils.cli import ensure_tiny_encoder
 
 log = logging.getLogger(__name__)
 

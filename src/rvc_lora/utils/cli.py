@@ -59,15 +59,3 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
-
-
-def ensure_tiny_encoder(features_cfg: Any) -> None:
-    """Create the deterministic tiny content encoder when the config asks for it and it is absent."""
-    if not features_cfg.get("create_tiny_encoder", False):
-        return
-    path = Path(features_cfg.encoder_path)
-    if not path.exists():
-        from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
-
-        write_tiny_fairseq_checkpoint(path)
-        log.info("created the tiny content encoder at %s", path)
