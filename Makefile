@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq \
-	reproduce-paper-table lr-grid demo-corpus pretrain-tiny
+	reproduce-paper-table lr-grid demo-corpus pretrain-tiny mutation
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -65,6 +65,20 @@ lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=.
 # lr-grid, bench and scripts/lora_size_table.py), never typed; a test fails when they differ.
 readme-tables: install ## rewrite README.md's generated blocks from results/
 	$(PY) scripts/readme_tables.py
+
+# Mutation testing (docs/mutation.md; not in CI): mutmut over lora/layers.py, lora/io.py,
+# lora/config.py, training/losses.py and report/claims.py ([tool.mutmut] in pyproject.toml), each
+# mutant against the fast tests that run its function. A clean run each time: mutmut's cache
+# keeps verdicts of unchanged functions even when the tests changed. One thread per worker, as
+# `make test` does. MUTMUT_ARGS=name-glob reruns chosen mutants (without the clean start).
+MUTMUT_ARGS ?=
+mutation: install ## mutation score of the LoRA core, losses and claims (~10 min on 2 cores)
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PIP) install -q -e ".[mutation]"
+	$(if $(MUTMUT_ARGS),,rm -rf mutants)
+	mkdir -p mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m mutmut run --max-children $(JOBS) $(MUTMUT_ARGS) \
+		> mutants/run.log 2>&1 || (tail -n 40 mutants/run.log; exit 1)
+	$(PY) scripts/mutation_score.py
 
 format: install ## format and lint-fix the code
 	$(PY) -m ruff format src tests bench scripts *.py
