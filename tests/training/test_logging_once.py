@@ -24,6 +24,7 @@ NOT_SHOWN = (
     "LeafSpec",  # torch's deprecation of a class Lightning uses
     "💡 Tip",  # Lightning's advertisements
     "Could not load library",  # faiss' CPU-build probing at INFO
+    "`weights_only` was not set",  # Lightning's default on each resume save, said by us instead
 )
 
 

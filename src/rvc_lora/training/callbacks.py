@@ -138,7 +138,9 @@ class ResumeCheckpoint(Checkpoint):
             return
         path = self.path(trainer)
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part; rank zero writes
+        # Every rank takes part; rank zero writes. A resume needs the whole state (optimisers,
+        # loops, callbacks), so not weights only; said here so Lightning does not log its default.
+        trainer.save_checkpoint(tmp, weights_only=False)
         if trainer.is_global_zero:
             os.replace(tmp, path)
         trainer.strategy.barrier("ResumeCheckpoint")
