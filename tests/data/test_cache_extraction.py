@@ -13,12 +13,6 @@ from rvc_lora.data.features_cache import FeatureCacheBuilder, FeatureSettings
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.synthetic import phrases
 from rvc_lora.features.f0 import compute_f0
-from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
-
-
-@pytest.fixture(scope="module")
-def encoder_path(tmp_path_factory):
-    return write_tiny_fairseq_checkpoint(tmp_path_factory.mktemp("enc") / "hubert_tiny.pt")
 
 
 def _builder(tmp_path, encoder_path, f0_method: str = "pm") -> FeatureCacheBuilder:

@@ -14,12 +14,6 @@ from rvc_lora.data.cache import read_entry
 from rvc_lora.data.datamodule import VoiceDataModule
 from rvc_lora.data.features_cache import NoUsableAudioError
 from rvc_lora.data.synthetic import phrases, voiced
-from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
-
-
-@pytest.fixture(scope="module")
-def encoder_path(tmp_path_factory):
-    return write_tiny_fairseq_checkpoint(tmp_path_factory.mktemp("enc") / "hubert_tiny.pt")
 
 
 def _voice_folder(root, bad: bool = True):

@@ -7,18 +7,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from rvc_lora.data.datamodule import VoiceDataModule, split_by_source
 from rvc_lora.data.features_cache import PreparedItem
 from rvc_lora.data.synthetic import phrases, voiced
-from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
-
-
-@pytest.fixture(scope="module")
-def encoder_path(tmp_path_factory):
-    return write_tiny_fairseq_checkpoint(tmp_path_factory.mktemp("enc") / "hubert_tiny.pt")
+from tests.data.test_prepare import _dm
 
 
 def _shared(train: list[PreparedItem], val: list[PreparedItem]) -> list[tuple[str, str]]:
@@ -43,17 +37,7 @@ def _item(n: int, start: float, end: float, segment: int = 0, source: str = "a.w
 def _prepare(tmp_path, encoder_path, audio: np.ndarray) -> VoiceDataModule:
     (tmp_path / "voice").mkdir()
     sf.write(tmp_path / "voice" / "only take.wav", audio, 16000)
-    dm = VoiceDataModule(
-        input_dir=str(tmp_path / "voice"),
-        cache_dir=str(tmp_path / "cache"),
-        sample_rate=16000,
-        hop_length=160,
-        n_fft=512,
-        version="v1",
-        encoder_path=str(encoder_path),
-        f0_method="pm",
-        progress=False,
-    )
+    dm = _dm(tmp_path, encoder_path)
     dm.prepare_data()
     dm.setup("fit")
     return dm
