@@ -142,7 +142,6 @@ class VoiceConversionModule(L.LightningModule):
         self.grad_clip, self.log_audio = grad_clip, log_audio
         self.seed = seed
         self.mel_numerics = named_mel_numerics(mel_numerics)
-        self.mel_numerics_name = mel_numerics
         self._grad_norms: dict[str, torch.Tensor] = {}  # of the current step, by "g" / "d"
         self.val_quality = ValQuality(val_metric_items)
         if lora is not None:
@@ -237,7 +236,7 @@ class VoiceConversionModule(L.LightningModule):
             "preset": self.preset,
             "f0": self.generator.f0,
             "seed": self.seed,
-            "mel_numerics": self.mel_numerics_name,
+            "mel_numerics": self.hparams["mel_numerics"],
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
