@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rvc_lora.models.modules import LRELU_SLOPE
+from rvc_lora.models.activations import LRELU_SLOPE, leaky_relu
 from rvc_lora.models.nn import get_padding, wn_conv1d, wn_conv2d
 
 PERIODS = {"v1": (2, 3, 5, 7, 11, 17), "v2": (2, 3, 5, 7, 11, 17, 23, 37)}
@@ -38,7 +38,9 @@ class DiscriminatorS(nn.Module):
         """x ``[B, 1, N]`` -> (logits ``[B, L]``, feature maps)."""
         fmap = []
         for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            # The conv output is fresh and read by nothing else: in place, so one tensor serves
+            # as the feature map and as what the next conv saves for backward.
+            x = leaky_relu(conv(x), LRELU_SLOPE, inplace=True)
             fmap.append(x)
         x = self.conv_post(x)
         fmap.append(x)
@@ -70,7 +72,9 @@ class DiscriminatorP(nn.Module):
         x = x.view(b, c, n // self.period, self.period)  # [B, 1, N/p, p]
         fmap = []
         for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
+            # The conv output is fresh and read by nothing else: in place, so one tensor serves
+            # as the feature map and as what the next conv saves for backward.
+            x = leaky_relu(conv(x), LRELU_SLOPE, inplace=True)
             fmap.append(x)
         x = self.conv_post(x)
         fmap.append(x)

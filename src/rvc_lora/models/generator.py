@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rvc_lora.models.modules import LRELU_SLOPE, ResBlock1, ResBlock2
+from rvc_lora.models.activations import LRELU_SLOPE, leaky_relu
+from rvc_lora.models.modules import ResBlock1, ResBlock2
 from rvc_lora.models.nn import init_normal, wn_conv_transpose1d
 from rvc_lora.models.nsf import SourceModuleHnNSF
 
@@ -95,12 +96,15 @@ class Generator(nn.Module):
         x = self.conv_pre(x)
         if g is not None and self.cond is not None:
             x = x + self.cond(g)
+        # In place below: x is always a fresh result (conv_pre's output, the cond add, the
+        # resblock average) that nothing else reads, forward or backward; the up conv then
+        # saves the same tensor that the activation keeps.
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
+            x = up(leaky_relu(x, LRELU_SLOPE, inplace=True))
             if har is not None:
                 x = x + self.noise_convs[i](har)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             x = sum(block(x) for block in blocks) / self.num_kernels
         # Default slope 0.01 here, not 0.1: RVC's final activation (RVC_FACTS.md pitfall 12).
-        x = self.conv_post(F.leaky_relu(x))
+        x = self.conv_post(leaky_relu(x, 0.01, inplace=True))
         return torch.tanh(x)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+# LRELU_SLOPE stays importable from here, as before it moved to activations.py.
+from rvc_lora.models.activations import LRELU_SLOPE, leaky_relu
 from rvc_lora.models.commons import gated_activation
 from rvc_lora.models.nn import get_padding, init_normal, wn_conv1d
-
-LRELU_SLOPE = 0.1
 
 
 class WN(nn.Module):
@@ -90,11 +89,15 @@ class ResBlock1(nn.Module):
             init_normal(conv)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, C, T]``, x_mask ``[B, 1, T]`` or None -> ``[B, C, T]``."""
         for c1, c2 in zip(self.convs1, self.convs2):
-            xt = F.leaky_relu(x, LRELU_SLOPE)
+            # x is still needed by the residual add: out of place, keeping the output (which
+            # c1 saves anyway) for backward instead of x.
+            xt = leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
                 xt = xt * x_mask
-            xt = F.leaky_relu(c1(xt), LRELU_SLOPE)
+            # A fresh conv output that only this activation reads: in place.
+            xt = leaky_relu(c1(xt), LRELU_SLOPE, inplace=True)
             if x_mask is not None:
                 xt = xt * x_mask
             xt = c2(xt)
@@ -119,8 +122,10 @@ class ResBlock2(nn.Module):
             init_normal(conv)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, C, T]``, x_mask ``[B, 1, T]`` or None -> ``[B, C, T]``."""
         for conv in self.convs:
-            xt = F.leaky_relu(x, LRELU_SLOPE)
+            # x feeds the residual add: out of place, saving the output that conv saves too.
+            xt = leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
                 xt = xt * x_mask
             x = x + conv(xt)
