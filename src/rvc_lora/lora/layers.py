@@ -9,11 +9,20 @@ flavours compute ``torch._weight_norm(v, g, dim)``; calling the same op keeps B=
 
 Conv wrappers use the weight-delta form ``W + scale * reshape(B @ A)`` and the base layer's own
 stride/padding/dilation/output_padding, so geometry is exact by construction.
+
+While g and v are frozen (LoRA training, conversion) ``base_weight()`` is cached per wrapper: the
+same op on the same tensors gives the same bits, so the cache changes speed only. It is keyed on
+the tensors' identity, storage pointer, ``_version`` counter, dtype, device and the autocast state,
+so ``copy_``/``load_state_dict``/merge/``.to()`` invalidate it; ``reference_base_weights()`` turns
+it off (the pre-cache path, for tests and benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +33,51 @@ from torch.nn.utils.weight_norm import WeightNorm as _LegacyWeightNorm
 from rvc_lora.lora.config import LoraError
 
 _Shapes = tuple[tuple[int, int], tuple[int, int]]  # (A shape, B shape)
+
+_REFERENCE = False  # True inside reference_base_weights(): no cache anywhere
+
+
+@contextlib.contextmanager
+def reference_base_weights() -> Iterator[None]:
+    """Recompute every weight-normed base weight at each use, as before the cache existed.
+
+    For tests and benchmarks that compare the cached path against the reference one.
+    """
+    global _REFERENCE
+    previous, _REFERENCE = _REFERENCE, True
+    try:
+        yield
+    finally:
+        _REFERENCE = previous
+
+
+@dataclass(frozen=True)
+class _BaseWeightCache:
+    """A detached ``_weight_norm(v, g, dim)`` and what it was computed from."""
+
+    sources: tuple[torch.Tensor, torch.Tensor]  # the (g, v) objects, compared by identity
+    # Detached views of (g, v) at compute time: they keep the old storages alive, so new data
+    # assigned via `.data =` can never reuse the cached pointer with the same version count.
+    pinned: tuple[torch.Tensor, torch.Tensor]
+    key: tuple[object, ...]
+    weight: torch.Tensor
+    weight_version: int  # an in-place edit of the returned tensor invalidates it too
+
+
+def _cache_key(g: torch.Tensor, v: torch.Tensor) -> tuple[object, ...] | None:
+    """What the frozen weight depends on besides values, or None where caching is unsafe."""
+    if g.requires_grad or v.requires_grad:
+        return None  # the graph must flow into g / v (full fine-tuning through a wrapper)
+    if g.is_inference() or v.is_inference() or v.device.type == "meta":
+        return None  # inference tensors have no version counter to detect in-place writes
+    if torch.compiler.is_compiling():
+        return None  # fake tensors under tracing: let the compiled graph recompute
+    dev = v.device.type
+    amp = (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
+    return (
+        *((t.data_ptr(), t._version, t.dtype, t.device) for t in (g, v)),
+        amp,
+    )
 
 
 def weight_norm_kind(base: nn.Module) -> tuple[str, int]:
@@ -66,6 +120,7 @@ class LoraLayer(nn.Module):
         use_dora: bool = False,
     ) -> None:
         super().__init__()
+        self._base_cache: _BaseWeightCache | None = None
         self._check_base(base)
         if use_dora and dropout > 0:
             raise LoraError("dropout must be 0 with use_dora=true; set dropout=0")
@@ -75,7 +130,7 @@ class LoraLayer(nn.Module):
         self.scale = self.alpha / (math.sqrt(self.rank) if use_rslora else self.rank)
         self.dropout, self.use_dora = float(dropout), bool(use_dora)
         self.merged, self.disabled = False, False
-        w = self.base_weight().detach()
+        w = self._fresh_base_weight().detach()  # no cache entry for a layer never run
         a_shape, b_shape = self._lora_shapes(tuple(w.shape))
         self.lora_A = nn.Parameter(torch.empty(a_shape, dtype=w.dtype, device=w.device))
         self.lora_B = nn.Parameter(torch.empty(b_shape, dtype=w.dtype, device=w.device))
@@ -118,12 +173,68 @@ class LoraLayer(nn.Module):
             return w, torch.norm_except_dim(w, 2, 0), 0
         return p["v"], p["g"], self.wn_dim
 
-    def base_weight(self) -> torch.Tensor:
-        """Base weight recomputed from its parameters (never the legacy cached ``.weight``)."""
+    def _fresh_base_weight(self) -> torch.Tensor:
         p = self.base_params()
         if "weight" in p:
             return p["weight"]
         return torch._weight_norm(p["v"], p["g"], self.wn_dim)  # the op both WN flavours run
+
+    def _base_shape(self) -> torch.Size:
+        """Shape of the base weight (v's shape under weight norm) without computing it."""
+        p = self.base_params()
+        return p["weight"].shape if "weight" in p else p["v"].shape
+
+    def base_weight(self) -> torch.Tensor:
+        """Base weight from its parameters (never the legacy cached ``.weight``).
+
+        Under weight norm with g and v frozen the result is cached and returned detached: the
+        same tensor object until g, v, their storage, dtype, device or the autocast state
+        change. Write into g / v only through autograd-visible ops (``copy_``, ``mul_``, ...);
+        a write through ``.data`` bypasses the version counter: call
+        :meth:`clear_base_weight_cache` after one.
+        """
+        p = self.base_params()
+        if "weight" in p or _REFERENCE:
+            return self._fresh_base_weight()
+        g, v = p["g"], p["v"]
+        key = _cache_key(g, v)
+        if key is None:
+            return self._fresh_base_weight()
+        c = self._base_cache
+        if (
+            c is not None
+            and c.sources[0] is g
+            and c.sources[1] is v
+            and c.key == key
+            and c.weight._version == c.weight_version
+        ):
+            return c.weight
+        # inference_mode(False): an entry made during conversion/validation must stay usable
+        # in a later training step (inference tensors cannot be saved for backward).
+        with torch.inference_mode(False), torch.no_grad():
+            w = torch._weight_norm(v, g, self.wn_dim)
+        self._base_cache = _BaseWeightCache((g, v), (g.detach(), v.detach()), key, w, w._version)
+        return w
+
+    def clear_base_weight_cache(self) -> None:
+        """Drop the cached base weight (needed only after writing g / v through ``.data``)."""
+        self._base_cache = None
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> LoraLayer:
+        # .to()/.half()/.cuda() replace g and v: the key would miss anyway, but dropping the
+        # entry now frees the old device's copies instead of holding them to the next forward.
+        self._base_cache = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, object]:
+        # deepcopy / pickle carry no cache: a copy recomputes from its own g and v.
+        state = super().__getstate__()
+        state["_base_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("_base_cache", None)  # wrappers pickled before the cache existed
+        super().__setstate__(state)
 
     def delta_weight(self) -> torch.Tensor:
         """``scale * reshape(B @ A)``, shaped like the base weight."""
@@ -181,6 +292,7 @@ class LoraLayer(nn.Module):
         """
         if self.merged:
             raise LoraError("adapter is already merged; call unmerge() first")
+        self._base_cache = None  # the write below bumps versions too; this also frees it
         params = self.base_params()
         for role, p in params.items():
             self.register_buffer(f"_orig_{role}", p.detach().clone(), persistent=False)
@@ -208,6 +320,7 @@ class LoraLayer(nn.Module):
         """Restore the exact pre-merge base parameters."""
         if not self.merged:
             raise LoraError("adapter is not merged; nothing to unmerge")
+        self._base_cache = None
         for role, p in self.base_params().items():
             p.copy_(getattr(self, f"_orig_{role}"))
             delattr(self, f"_orig_{role}")
@@ -216,8 +329,9 @@ class LoraLayer(nn.Module):
 
     def _refresh_legacy_cache(self) -> None:
         # Anyone reading the legacy `.weight` attribute before the next forward sees new values.
+        # A fresh tensor, not the cache's: a caller editing `.weight` in place must not reach it.
         if self.wn_kind == "legacy":
-            self.base_layer.weight = self.base_weight().detach()
+            self.base_layer.weight = self._fresh_base_weight().detach()
 
     def disable(self) -> None:
         """Compute as the base layer until :meth:`enable`."""
@@ -279,8 +393,9 @@ class LoraLinear(LoraLayer):
         if self.use_dora:
             return F.linear(x, self.effective_weight(), self.base_layer.bias)
         # Unmerged: x A^T B^T is cheaper than forming B @ A, and dropout sits on its input.
+        # F.linear with base_weight() is nn.Linear's own call on the same weight, but cached.
         branch = F.linear(F.linear(self._drop(x), self.lora_A), self.lora_B)
-        return self.base_layer(x) + self.scale * branch
+        return F.linear(x, self.base_weight(), self.base_layer.bias) + self.scale * branch
 
 
 class LoraConv1d(LoraLayer):
@@ -299,7 +414,7 @@ class LoraConv1d(LoraLayer):
         return (self.rank, in_c * k), (out_c, self.rank)
 
     def _delta_matrix(self) -> torch.Tensor:
-        out_c, in_c, k = self.base_weight().shape
+        out_c, in_c, k = self._base_shape()
         return (self.lora_B @ self.lora_A).view(out_c, in_c, k)
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -334,7 +449,7 @@ class LoraConvTranspose1d(LoraLayer):
         return (self.rank, in_c), (out_c * k, self.rank)
 
     def _delta_matrix(self) -> torch.Tensor:
-        in_c, out_c, k = self.base_weight().shape
+        in_c, out_c, k = self._base_shape()
         return (self.lora_A.t() @ self.lora_B.t()).view(in_c, out_c, k)
 
     def _conv(
