@@ -1,24 +1,31 @@
 """Build the feature cache for a folder of recordings: slices, content features, F0.
 
-Files are sliced and their F0 computed in DataLoader worker processes (CPU-bound); the content
-encoder (and RMVPE, which wants the GPU) run in the main process. Entries already in the cache
-are reused without loading any model, so a second run over the same folder extracts nothing.
-Each entry is extracted under its lock, so parallel jobs sharing a cache (a multirun) extract it
-once; temp files left by killed jobs are removed when a build starts.
+With one worker everything runs in the main process, file after file. With more (the default
+``"auto"``: one per core, capped), a pool of spawned processes (one torch thread each) takes
+whole files: slicing, F0, content features and the entry writes, so both cores of a small
+machine are busy; on a GPU device the pool slices and computes CPU F0 while the networks run in
+the main process. Every path computes each slice with the same code and the same weights, so the
+entries are the same bytes whichever path wrote them. Entries already in the cache are reused
+without loading any model, so a second run over the same folder extracts nothing. Each entry is
+extracted under its lock, so parallel jobs sharing a cache (a multirun) extract it once; temp
+files left by killed jobs are removed when a build starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
 
 from rvc_lora.data.cache import (
     CacheError,
@@ -30,8 +37,15 @@ from rvc_lora.data.cache import (
     settings_hash,
     write_entry,
 )
+from rvc_lora.data.entries import check_features
 from rvc_lora.data.preprocess import PrepSettings
-from rvc_lora.data.slice_jobs import TRAIN_F0_FILTER, FileJobs, first
+from rvc_lora.data.slice_jobs import (
+    TRAIN_F0_FILTER,
+    FileJobs,
+    init_worker,
+    resolve_workers,
+    run_job,
+)
 from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
@@ -80,18 +94,25 @@ class PrepareReport:
 
 
 class FeatureCacheBuilder:
-    """Slices and features for every recording under ``input_dir``, cached under ``cache_dir``."""
+    """Slices and features for every recording under ``input_dir``, cached under ``cache_dir``.
+
+    Args:
+        num_workers: processes that prepare files: ``0`` or ``1`` = the main process alone,
+            ``N >= 2`` = a pool of ``N``, ``"auto"`` = one per core (at most
+            :data:`~rvc_lora.data.slice_jobs.MAX_AUTO_WORKERS`). Never more than there are files.
+    """
 
     def __init__(
         self,
         cache_dir: str | os.PathLike[str],
         prep: PrepSettings,
         features: FeatureSettings,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         progress: bool = True,
     ) -> None:
         self.cache_dir, self.prep, self.features = Path(cache_dir), prep, features
         self.num_workers, self.progress = num_workers, progress
+        resolve_workers(num_workers, 1)  # a bad setting fails here, before any work
         self._encoder = None
         self._rmvpe = None
 
@@ -128,11 +149,14 @@ class FeatureCacheBuilder:
             feature_dir,
             self.features.f0_method,
         )
-        loader = DataLoader(jobs, batch_size=1, num_workers=self.num_workers, collate_fn=first)
         report = PrepareReport()
         first_of: dict[str, str] = {}  # audio hash -> first file with that audio
-        with _progress(self.progress, len(files)) as advance:
-            for result in loader:
+        # Items whose entry this build wrote. Pool workers extract before the main process sees
+        # that a file is a copy of an earlier one, so the copy may be the one that wrote a shared
+        # entry: counting by item keeps the report what the one-process path reports.
+        extracted: set[str] = set()
+        with _progress(self.progress, len(files)) as advance, self._results(jobs) as results:
+            for result in results:
                 advance(result["source"])
                 if "fatal" in result:
                     raise CacheError(result["fatal"])
@@ -140,6 +164,7 @@ class FeatureCacheBuilder:
                     report.skipped.append((result["source"], result["error"]))
                     log.warning("skipped %s", result["error"])
                     continue
+                extracted.update(c["item_id"] for c in result["chunks"] if c.get("extracted"))
                 source = result["source"]
                 twin = first_of.setdefault(result["file_key"], source)
                 if twin != source:  # a copy on both sides of the split would leak validation
@@ -148,11 +173,10 @@ class FeatureCacheBuilder:
                     log.warning("skipped %s", reason)
                     continue
                 report.files_sliced += int(result["sliced"])
+                self.finish(result, jobs.feature_check)  # no-op when a worker finished it
                 for chunk in result["chunks"]:
-                    if "wav16k" in chunk and self._extract(chunk, jobs.feature_check):
-                        report.slices_extracted += 1
-                    else:
-                        report.slices_reused += 1
+                    if chunk.get("extracted"):
+                        extracted.add(chunk["item_id"])
                     start, end, segment = chunk["span"]
                     report.items.append(
                         PreparedItem(
@@ -165,6 +189,8 @@ class FeatureCacheBuilder:
                             int(segment),
                         )
                     )
+        report.slices_extracted = sum(i.item_id in extracted for i in report.items)
+        report.slices_reused = len(report.items) - report.slices_extracted
         if report.skipped:
             reasons = Counter(_reason_kind(r) for _, r in report.skipped)
             log.warning(
@@ -174,6 +200,39 @@ class FeatureCacheBuilder:
                 ", ".join(f"{n} {k}" for k, n in reasons.most_common()),
             )
         return report
+
+    def finish(self, result: dict[str, Any], check: Check | None = None) -> dict[str, Any]:
+        """Extract and write the pending chunks (those holding ``wav16k``) of one file's result.
+
+        Each such chunk gets ``extracted`` (whether this call wrote its entry) and ``frames``, and
+        loses its audio and F0, so a pool worker sends back only a few numbers per slice.
+        """
+        check = check if check is not None else check_features()
+        for chunk in result.get("chunks", ()):
+            if "wav16k" in chunk:
+                chunk["extracted"] = self._extract(chunk, check)
+                del chunk["wav16k"]
+                chunk.pop("f0", None)
+        return result
+
+    @contextlib.contextmanager
+    def _results(self, jobs: FileJobs) -> Iterator[Iterator[dict[str, Any]]]:
+        """The jobs' results in file order: computed here, or by a pool of worker processes."""
+        workers = resolve_workers(self.num_workers, len(jobs))
+        if workers <= 1:
+            yield (jobs[i] for i in range(len(jobs)))
+            return
+        # A worker that extracts needs the networks on the CPU; a GPU stays with this process.
+        finish = None
+        if self.features.device == "cpu":
+            finish = FeatureCacheBuilder(self.cache_dir, self.prep, self.features, progress=False)
+        # spawn: a forked child of a process whose OpenMP pool is running can hang in its first
+        # parallel region; the workers import torch afresh instead.
+        context = multiprocessing.get_context("spawn")
+        initargs = (jobs, finish.finish if finish is not None else None)
+        with context.Pool(workers, initializer=init_worker, initargs=initargs) as pool:
+            # imap hands the next file to whichever worker is free, and yields in file order.
+            yield pool.imap(run_job, range(len(jobs)), chunksize=1)
 
     def _extract(self, chunk: dict[str, Any], check: Check) -> bool:
         """Write the feature entry of ``chunk`` unless another job did; ``True`` if we did.
@@ -216,7 +275,9 @@ class FeatureCacheBuilder:
                 self.features.encoder_path, backend=self.features.backend
             ).to(self.features.device)
         wav = torch.from_numpy(wav16k).float().unsqueeze(0).to(self.features.device)
-        return self._encoder.extract(wav, self.features.version)[0].float().cpu().numpy()
+        with _weights_once(self._encoder):
+            feats = self._encoder.extract(wav, self.features.version)
+        return feats[0].float().cpu().numpy()
 
     def _f0(self, wav16k: np.ndarray) -> np.ndarray:
         from rvc_lora.features.f0 import compute_f0
@@ -228,6 +289,30 @@ class FeatureCacheBuilder:
 
             self._rmvpe = load_rmvpe(self.features.rmvpe_path, device=self.features.device)
         return compute_f0(wav16k, "rmvpe", rmvpe=self._rmvpe)
+
+
+@contextlib.contextmanager
+def _weights_once(module: nn.Module) -> Iterator[None]:
+    """Compute ``module``'s parametrized weights once, on one thread, for the duration.
+
+    HuBERT's positional conv is weight-normed, and the norm is a reduction whose last bits depend
+    on the number of torch threads; every other op of the encoder gives the same bits on one
+    thread or several. Computing that weight on one thread makes the features independent of the
+    thread count, so a pool worker (one thread) writes what the main process (all cores) writes.
+    """
+    from torch.nn.utils import parametrize
+
+    with parametrize.cached():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for m in module.modules():
+                if parametrize.is_parametrized(m):
+                    for name in m.parametrizations:
+                        getattr(m, name)  # fills the cache
+        finally:
+            torch.set_num_threads(threads)
+        yield
 
 
 def _reason_kind(reason: str) -> str:

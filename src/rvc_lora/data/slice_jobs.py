@@ -1,12 +1,16 @@
-"""The per-file part of preparing a folder, run in DataLoader workers: slice each recording
-once (under a lock, across jobs) and compute CPU F0 for slices that have no features yet."""
+"""The per-file part of preparing a folder: slice each recording once (under a lock, across
+jobs) and compute CPU F0 for slices that have no features yet.
+
+Run in the main process (one worker) or in a pool of worker processes (:func:`init_worker`,
+:func:`run_job`), where it may also finish each file (content features, entry writes).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from torch.utils.data import Dataset
 
 from rvc_lora.audio import AudioError
 from rvc_lora.data.cache import (
@@ -22,13 +26,20 @@ from rvc_lora.data.cache import (
 from rvc_lora.data.entries import check_features, check_slice
 from rvc_lora.data.preprocess import PrepSettings, slice_recording
 from rvc_lora.features.weights import file_sha256
+from rvc_lora.utils.errors import ConfigError
 
+# "auto" takes one worker per core up to this: each worker holds its own content encoder
+# (HuBERT-Base: ~380 MB in fp32), and the files of one voice rarely keep more processes busy.
+MAX_AUTO_WORKERS = 8
 # RVC median-filters harvest F0 only at conversion; its training extraction is unfiltered.
 TRAIN_F0_FILTER = 0
 
 
-class FileJobs(Dataset):
-    """One job per source file, run in a worker: slice (or reuse slices), F0 for new slices."""
+class FileJobs:
+    """One job per source file: slice (or reuse slices), F0 for new slices.
+
+    Picklable (paths, settings and a picklable entry check), so a process pool gets a copy.
+    """
 
     def __init__(
         self,
@@ -141,5 +152,49 @@ def _complete(manifest: Any, slice_dir: Path) -> bool:
     return bool(spans) and all((slice_dir / f"{i:04d}.npz").is_file() for i in range(len(spans)))
 
 
-def first(batch: list[Any]) -> Any:
-    return batch[0]
+def resolve_workers(setting: int | str | None, files: int) -> int:
+    """Worker processes for ``files`` files under the setting ``data.prepare_workers``.
+
+    Raises:
+        ConfigError: neither a non-negative integer nor ``"auto"``.
+    """
+    if setting is None or setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        wanted = min(cores or os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    elif isinstance(setting, int) and not isinstance(setting, bool) and setting >= 0:
+        wanted = setting
+    else:
+        raise ConfigError(
+            f"data.prepare_workers={setting!r}: use 'auto' (one per core), 1 (no worker "
+            f"processes) or a number of processes"
+        )
+    return max(1, min(wanted, files))
+
+
+# One file's result -> the same result with its pending chunks extracted and written.
+Finisher = Callable[[dict[str, Any]], dict[str, Any]]
+_worker_state: tuple[FileJobs, Finisher | None] | None = None
+
+
+def init_worker(jobs: FileJobs, finish: Finisher | None) -> None:
+    """Pool initializer: keep the jobs (and the finisher, if the worker extracts too).
+
+    One torch thread per worker: the pool already has one process per core, and more threads
+    than cores only add contention.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    global _worker_state
+    _worker_state = (jobs, finish)
+
+
+def run_job(index: int) -> dict[str, Any]:
+    """Job ``index`` in a pool worker: the result :meth:`FileJobs.__getitem__` gives, finished
+    (content features extracted and written) when the pool was given a finisher."""
+    assert _worker_state is not None, "run_job runs in a pool started with init_worker"
+    jobs, finish = _worker_state
+    result = jobs[index]
+    if finish is not None and "chunks" in result:
+        result = finish(result)
+    return result
