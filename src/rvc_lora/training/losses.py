@@ -2,6 +2,11 @@
 
 All reductions are in float32: under autocast the discriminator outputs may be half precision,
 and their squares lose accuracy there.
+
+:func:`generator_total` takes D's outputs for all members at once (RVC's form);
+:func:`generator_total_streaming` runs D itself, member by member, so that one member's real
+feature maps are freed before the next member runs. Both add the same terms in the same order:
+their values are bit-identical.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -21,12 +27,21 @@ def discriminator_loss(real: Sequence[torch.Tensor], fake: Sequence[torch.Tensor
     return loss
 
 
+def _adv_term(fake: torch.Tensor) -> torch.Tensor:
+    return torch.mean((1 - fake.float()) ** 2)
+
+
 def generator_loss(fake: Sequence[torch.Tensor]) -> torch.Tensor:
     """Adversarial term for G: Σ_d mean((1 - D(ŷ))²)."""
     loss = fake[0].new_zeros((), dtype=torch.float32)
     for dg in fake:
-        loss = loss + torch.mean((1 - dg.float()) ** 2)
+        loss = loss + _adv_term(dg)
     return loss
+
+
+def _fm_term(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # The real map is a constant of G's step; detached so no graph reaches D(y).
+    return torch.mean(torch.abs(real.float().detach() - fake.float()))
 
 
 def feature_loss(
@@ -36,7 +51,7 @@ def feature_loss(
     loss = fmap_fake[0][0].new_zeros((), dtype=torch.float32)
     for dr, dg in zip(fmap_real, fmap_fake):
         for rl, gl in zip(dr, dg):
-            loss = loss + torch.mean(torch.abs(rl.float().detach() - gl.float()))
+            loss = loss + _fm_term(rl, gl)
     return 2 * loss
 
 
@@ -62,6 +77,24 @@ class GeneratorLosses(NamedTuple):
     fm: torch.Tensor
     mel: torch.Tensor
     kl: torch.Tensor
+
+
+def _combine(
+    gen: torch.Tensor,
+    fm: torch.Tensor,
+    y_mel: torch.Tensor,
+    y_hat_mel: torch.Tensor,
+    z_p: torch.Tensor,
+    logs_q: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    z_mask: torch.Tensor,
+    c_mel: float,
+    c_kl: float,
+) -> GeneratorLosses:
+    mel = F.l1_loss(y_mel, y_hat_mel)
+    kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask)
+    return GeneratorLosses(gen + fm + c_mel * mel + c_kl * kl, gen, fm, mel, kl)
 
 
 def generator_total(
@@ -90,6 +123,75 @@ def generator_total(
     """
     gen = generator_loss(fake)
     fm = feature_loss(fmap_real, fmap_fake)
-    mel = F.l1_loss(y_mel, y_hat_mel)
-    kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask)
-    return GeneratorLosses(gen + fm + c_mel * mel + c_kl * kl, gen, fm, mel, kl)
+    return _combine(gen, fm, y_mel, y_hat_mel, z_p, logs_q, m_p, logs_p, z_mask, c_mel, c_kl)
+
+
+def _member_terms(
+    member: nn.Module, y: torch.Tensor, y_hat: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    # A function of its own: the member's real maps die when it returns (a loop variable would
+    # keep the last ones alive while the next member runs).
+    with torch.no_grad():
+        _, fmap_r = member(y)
+    logits, fmap_g = member(y_hat)
+    return _adv_term(logits), [_fm_term(rl, gl) for rl, gl in zip(fmap_r, fmap_g)]
+
+
+def streaming_adversarial(
+    discriminator: nn.Module, y: torch.Tensor, y_hat: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's adversarial and feature-matching terms, one member discriminator at a time.
+
+    For each member of ``discriminator.discriminators``: D(y) under ``torch.no_grad()`` (a
+    constant of G's step), D(ŷ), then the member's terms, added in the order of
+    :func:`generator_loss` and :func:`feature_loss`; the member's real maps are dropped before the
+    next member runs. So the values equal theirs bit for bit, while at most one member's real maps
+    are alive (RVC keeps all of them until the loss).
+
+    Args:
+        discriminator: a multi-period discriminator (``.discriminators``, each member
+            ``x [B, 1, N] -> (logits [B, L], feature maps)``).
+        y, y_hat: real and generated waveforms ``[B, 1, N]``.
+    Returns:
+        ``(gen, fm)``: Σ_d mean((1 - D(ŷ))²) and 2 · Σ_d Σ_l mean |f_real - f_fake| (fp32 scalars).
+    """
+    gen = fm = None
+    for member in discriminator.discriminators:
+        adv, fm_terms = _member_terms(member, y, y_hat)
+        if gen is None:  # the start values of generator_loss / feature_loss
+            gen = adv.new_zeros((), dtype=torch.float32)
+            fm = fm_terms[0].new_zeros((), dtype=torch.float32)
+        gen = gen + adv
+        for term in fm_terms:
+            fm = fm + term
+    if gen is None:
+        raise ValueError("discriminator has no member discriminators")
+    return gen, 2 * fm
+
+
+def generator_total_streaming(
+    discriminator: nn.Module,
+    y: torch.Tensor,
+    y_hat: torch.Tensor,
+    y_mel: torch.Tensor,
+    y_hat_mel: torch.Tensor,
+    z_p: torch.Tensor,
+    logs_q: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    z_mask: torch.Tensor,
+    *,
+    c_mel: float,
+    c_kl: float,
+) -> GeneratorLosses:
+    """:func:`generator_total` of ``discriminator(y, y_hat)``, run member by member (see
+    :func:`streaming_adversarial`); the same values bit for bit, less memory.
+
+    Args:
+        discriminator: the multi-period discriminator.
+        y, y_hat: real and generated waveform segments ``[B, 1, N]``.
+        y_mel, y_hat_mel, z_p, logs_q, m_p, logs_p, z_mask, c_mel, c_kl: as
+            :func:`generator_total`.
+    """
+    gen, fm = streaming_adversarial(discriminator, y, y_hat)
+    return _combine(gen, fm, y_mel, y_hat_mel, z_p, logs_q, m_p, logs_p, z_mask, c_mel, c_kl)
