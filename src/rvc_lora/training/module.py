@@ -7,12 +7,13 @@ they were trained on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -23,13 +24,22 @@ from torch import nn
 from rvc_lora.lora import LoraConfig, base_identity, inject_lora, trainable_parameters
 from rvc_lora.lora import save_adapter as save_lora_adapter
 from rvc_lora.lora.config import LoraError
+from rvc_lora.lora.layers import reference_base_weights
+from rvc_lora.models.activations import reference_activations
 from rvc_lora.models.commons import sequence_mask, slice_segments
 from rvc_lora.models.discriminator import MultiPeriodDiscriminator
+from rvc_lora.models.nn import fold_weight_norm
 from rvc_lora.models.presets import PRESETS, SynthConfig
 from rvc_lora.models.synthesizer import Synthesizer
 from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.spectral import mel_spectrogram, spec_to_mel
-from rvc_lora.training.losses import discriminator_loss, generator_total
+from rvc_lora.training.checkpointing import checkpoint_activations as checkpoint_blocks
+from rvc_lora.training.losses import (
+    GeneratorLosses,
+    discriminator_loss,
+    generator_total,
+    generator_total_streaming,
+)
 from rvc_lora.training.media import log_media, mel_image
 from rvc_lora.training.quality import ValQuality
 from rvc_lora.utils.atomic import atomic_torch_save
@@ -76,6 +86,13 @@ def _as_list(x: Any) -> list:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+class StepLosses(NamedTuple):
+    """One training step's losses: the generator's (total and terms) and, when D trains, D's."""
+
+    g: GeneratorLosses
+    d: torch.Tensor | None
+
+
 class VoiceConversionModule(L.LightningModule):
     """RVC fine-tuning with manual GAN optimisation.
 
@@ -88,7 +105,8 @@ class VoiceConversionModule(L.LightningModule):
             :func:`rvc_adamw`.
         lr_decay: ExponentialLR gamma, stepped once per epoch (RVC: 0.999875).
         c_mel, c_kl: weights of the mel L1 and KL terms (RVC: 45, 1).
-        grad_clip: max gradient norm per optimiser; None only measures it (as RVC).
+        grad_clip: max gradient norm per optimiser; None (default, as RVC) only measures it
+            (logged as ``train/grad_norm_g`` / ``_d``) and leaves the gradients untouched.
         log_audio: send validation audio and a mel image to loggers that take media.
         val_metric_items: validation items per epoch that also get ``val/mcd`` and
             ``val/f0_rmse`` (:mod:`rvc_lora.training.quality`); 0 turns them off.
@@ -97,6 +115,14 @@ class VoiceConversionModule(L.LightningModule):
             start. A resumed fit continues with the seed stored in its checkpoint.
         mel_numerics: the spectrogram eps and mel floor of the mel loss, by name
             (:data:`rvc_lora.spectral.MEL_NUMERICS`; ``features.mel_numerics``).
+        checkpoint_activations: recompute the decoder's last two upsampling stages' resblocks
+            and the first two convs of every member discriminator during backward instead of
+            keeping their activations (:mod:`rvc_lora.training.checkpointing`): less memory,
+            more time; the same gradients bit for bit.
+        reference: run the code as it was before the speed and memory levers (issue 17), for
+            tests and benchmarks that compare against it: weight norm recomputed in the frozen
+            D, D(y, ŷ) of all members before the loss, plain activations, no cached LoRA base
+            weights, and ``clip_grad_norm_`` also when not clipping. Same losses and gradients.
     """
 
     def __init__(
@@ -110,11 +136,13 @@ class VoiceConversionModule(L.LightningModule):
         lr_decay: float = 0.999875,
         c_mel: float = 45.0,
         c_kl: float = 1.0,
-        grad_clip: float | None = 1000.0,
+        grad_clip: float | None = None,
         log_audio: bool = True,
         seed: int | None = None,
         val_metric_items: int = 4,
         mel_numerics: str = "rvc_release",
+        checkpoint_activations: bool = False,
+        reference: bool = False,
     ) -> None:
         super().__init__()
         if d_policy not in D_POLICIES:
@@ -130,6 +158,11 @@ class VoiceConversionModule(L.LightningModule):
             )
         if generator.config.n_mels <= 0:
             raise ValueError("generator config has no n_mels; use a preset config")
+        if reference and checkpoint_activations:
+            raise ValueError(
+                "reference=True runs the code before the memory levers; it cannot also "
+                "checkpoint activations (set one of them to false)"
+            )
         self.automatic_optimization = False
         # Checkpoints hold only trainable tensors; the base comes from the pretrained file and
         # on_load_checkpoint checks keys and base identity itself.
@@ -151,6 +184,16 @@ class VoiceConversionModule(L.LightningModule):
             generator.requires_grad_(True)
         # D has no dropout or norm layers, so train/eval mode does not matter for it.
         discriminator.requires_grad_(self.d_trained)
+        # Counted as RVC's file holds it (weight_g + weight_v), before any folding.
+        self.total_d = sum(p.numel() for p in discriminator.parameters())
+        self.reference = bool(reference)
+        # A frozen D never changes: weight norm's w = g * v / |v| is computed once instead of at
+        # every call (bit-identical values). Its state dict then has `weight` keys, which is
+        # fine: a frozen D is never saved (trainable_state, run.py save a trained D only).
+        self.folded_d = [] if self.d_trained or reference else fold_weight_norm(discriminator)
+        self.checkpointed = (
+            checkpoint_blocks(generator, discriminator) if checkpoint_activations else []
+        )
         # Taken before any step: in full mode the base weights themselves move.
         self.base_id = base_identity(generator)
         self.preset = preset_name(generator.config)
@@ -166,6 +209,8 @@ class VoiceConversionModule(L.LightningModule):
                 "grad_clip": grad_clip,
                 "preset": self.preset,
                 "f0": generator.f0,
+                "checkpoint_activations": bool(checkpoint_activations),
+                "reference": self.reference,
             }
         )
 
@@ -212,7 +257,7 @@ class VoiceConversionModule(L.LightningModule):
         return {
             "total_g": sum(p.numel() for p in self.generator.parameters()),
             "trainable_g": g,
-            "total_d": sum(p.numel() for p in self.discriminator.parameters()),
+            "total_d": self.total_d,
             "trainable_d": d,
             "trainable": g + d,
         }
@@ -335,55 +380,101 @@ class VoiceConversionModule(L.LightningModule):
         # on_before_optimizer_step) and leaves global_step counting G steps only.
         self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure, model=self)
 
+    def _code_path(self) -> contextlib.AbstractContextManager:
+        """The pre-issue activations and LoRA base weights when ``reference``, else nothing."""
+        stack = contextlib.ExitStack()
+        if self.reference:
+            stack.enter_context(reference_activations())
+            stack.enter_context(reference_base_weights())
+        return stack
+
+    def step_losses(
+        self,
+        batch: dict[str, torch.Tensor],
+        d_step: Callable[[torch.Tensor], None] | None = None,
+    ) -> StepLosses:
+        """One training step's forward passes and losses, without backward or optimiser steps.
+
+        The step's noise comes from the global RNGs: seed them first (``training_step`` calls
+        ``seed_step``). When D trains, its loss (on the detached ŷ) is computed first and
+        handed to ``d_step``, which may step D (as RVC: G's loss then sees the stepped D) and
+        must turn D's ``requires_grad`` off if G's backward is not to reach D.
+
+        Args:
+            batch: a collated batch (``phone``, ``pitch``, ``pitchf``, ``spec``, ``wav``,
+                ``lengths``, ``sid``).
+            d_step: called with D's loss before G's losses are computed (D trained only).
+        Returns:
+            G's losses (total and unweighted terms) and D's loss (None when D is frozen).
+        """
+        with self._code_path():
+            g = self.generator
+            c = g.config
+            hop, seg, lengths = c.hop_length, c.segment_size, batch["lengths"]
+            pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
+            y_hat, ids, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = g(
+                batch["phone"], lengths, pitch, pitchf, batch["spec"], lengths, batch["sid"]
+            )  # y_hat [B, 1, seg*hop]; ids [B] start frames
+            y_mel = slice_segments(self._mel_of_spec(batch["spec"]), ids, seg)  # [B, M, seg]
+            y_hat_mel = self._mel_of_wav(y_hat)  # [B, M, seg], fp32 also under autocast
+            y = slice_segments(batch["wav"], ids * hop, seg * hop)  # [B, 1, seg*hop]
+
+            loss_d = None
+            if self.d_trained:  # RVC: D steps first, on the detached fake
+                real, fake, _, _ = self.discriminator(y, y_hat.detach())
+                loss_d = discriminator_loss(real, fake)
+                del real, fake
+                if d_step is not None:
+                    d_step(loss_d)
+            rest = (y_mel, y_hat_mel, z_p, logs_q, m_p, logs_p, z_mask)
+            if self.reference:
+                _, fake, fmap_real, fmap_fake = self.discriminator(y, y_hat)
+                losses = generator_total(
+                    fake, fmap_real, fmap_fake, *rest, c_mel=self.c_mel, c_kl=self.c_kl
+                )
+            else:  # one member at a time: its real maps are freed before the next one runs
+                losses = generator_total_streaming(
+                    self.discriminator, y, y_hat, *rest, c_mel=self.c_mel, c_kl=self.c_kl
+                )
+        return StepLosses(losses, loss_d)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The step's noise (posterior sample, NSF noise, segment starts) is a function of
         # (seed, step): a run resumed in a new process draws what the uninterrupted one drew,
         # and validation (or anything else) between steps cannot shift it.
         seed_step(self.seed if self.seed is not None else 0, self.global_step)
-        g, opts = self.generator, _as_list(self.optimizers())
+        opts = _as_list(self.optimizers())
         opt_g, opt_d = opts[0], opts[1] if self.d_trained else None
-        c = g.config
-        hop, seg, lengths, n = c.hop_length, c.segment_size, batch["lengths"], len(batch["lengths"])
-        pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
-        y_hat, ids, _, z_mask, (_, z_p, m_p, logs_p, _, logs_q) = g(
-            batch["phone"], lengths, pitch, pitchf, batch["spec"], lengths, batch["sid"]
-        )  # y_hat [B, 1, seg*hop]; ids [B] start frames
-        y_mel = slice_segments(self._mel_of_spec(batch["spec"]), ids, seg)  # [B, M, seg]
-        y_hat_mel = self._mel_of_wav(y_hat)  # [B, M, seg], fp32 also under autocast
-        y = slice_segments(batch["wav"], ids * hop, seg * hop)  # [B, 1, seg*hop]
+        n = len(batch["lengths"])
+        toggled = False
 
-        if opt_d is not None:  # RVC: D steps first, on the detached fake
-            real, fake, _, _ = self.discriminator(y, y_hat.detach())
-            loss_d = discriminator_loss(real, fake)
+        def d_step(loss_d: torch.Tensor) -> None:
+            nonlocal toggled
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             self._step_uncounted(opt_d)
             self.toggle_optimizer(opt_g)  # no D gradients from the G loss
+            toggled = True
+
         try:
-            _, fake, fmap_real, fmap_fake = self.discriminator(y, y_hat)
-            loss_g, loss_gen, loss_fm, loss_mel, loss_kl = generator_total(
-                *(fake, fmap_real, fmap_fake, y_mel, y_hat_mel),
-                *(z_p, logs_q, m_p, logs_p, z_mask),
-                c_mel=self.c_mel,
-                c_kl=self.c_kl,
-            )
+            losses, loss_d = self.step_losses(batch, d_step if opt_d is not None else None)
             opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss_g)
+            self.manual_backward(losses.total)
             opt_g.step()
         finally:
-            if opt_d is not None:
+            if toggled:
                 self.untoggle_optimizer(opt_g)
         # Everything is logged here, after both steps: on an epoch's first batch Lightning drops
         # what training_step logged before another hook (on_before_optimizer_step) logged.
-        self.log("train/loss_mel", loss_mel.detach(), prog_bar=True, batch_size=n)
+        self.log("train/loss_mel", losses.mel.detach(), prog_bar=True, batch_size=n)
         scalars = {
-            "train/loss_g": loss_g.detach(),
-            "train/loss_gen": loss_gen.detach(),
-            "train/loss_fm": loss_fm.detach(),
-            "train/loss_kl": loss_kl.detach(),
+            "train/loss_g": losses.total.detach(),
+            "train/loss_gen": losses.gen.detach(),
+            "train/loss_fm": losses.fm.detach(),
+            "train/loss_kl": losses.kl.detach(),
             "train/lr": float(opt_g.optimizer.param_groups[0]["lr"]),
         }
-        if opt_d is not None:
+        if loss_d is not None:
             scalars["train/loss_d"] = loss_d.detach()
         scalars.update({f"train/grad_norm_{k}": v for k, v in self._grad_norms.items()})
         self._grad_norms = {}
@@ -396,9 +487,19 @@ class VoiceConversionModule(L.LightningModule):
         params = [p for grp in optimizer.param_groups for p in grp["params"] if p.grad is not None]
         if not params:
             return
-        max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self._grad_norms[which] = norm.detach()  # logged by training_step, see there
+        self._grad_norms[which] = self.clip_gradients_of(params)  # logged by training_step
+
+    def clip_gradients_of(self, params: list[nn.Parameter]) -> torch.Tensor:
+        """The total 2-norm of ``params``' gradients, which are clipped to ``grad_clip`` if set.
+
+        Without ``grad_clip`` the gradients are left as they are: ``clip_grad_norm_(..., inf)``
+        (the reference path) would still multiply every gradient by its clamped coefficient.
+        """
+        if self.grad_clip is not None or self.reference:
+            max_norm = self.grad_clip if self.grad_clip is not None else float("inf")
+            return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+        # The norm clip_grad_norm_ returns (its own helper, same foreach choice), no rescaling.
+        return torch.nn.utils.get_total_norm([p.grad for p in params]).detach()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Catch up decays that never ran. Resumed from a checkpoint written after the last batch
