@@ -12,6 +12,7 @@ from torch import nn
 
 from rvc_lora.models.commons import rand_slice_segments, slice_segments
 from rvc_lora.models.encoders import PosteriorEncoder, TextEncoder
+from rvc_lora.models.fast_decoder import can_decode_fast, decode_fast
 from rvc_lora.models.generator import Generator
 from rvc_lora.models.modules import ResidualCouplingBlock
 from rvc_lora.models.presets import SynthConfig
@@ -138,6 +139,8 @@ class Synthesizer(nn.Module):
         skip_head: int | None = None,
         return_length: int | None = None,
         return_length2: int | None = None,
+        crop: tuple[int, int] | None = None,
+        fast: bool = True,
     ):
         """Convert content features to audio (RVC's ``infer``).
 
@@ -145,13 +148,25 @@ class Synthesizer(nn.Module):
             phone: ``[B, T, D_in]``; pitch/pitchf ``[B, T]`` (f0 models); sid ``[B]`` (default 0).
             skip_head, return_length: streaming crop in frames (24 frames of flow context kept).
             return_length2: resample the latent to this many frames (formant shift).
+            crop: ``(head, tail)``: drop that many frames of output at each end. The prior,
+                flow and NSF excitation still run at full length (same random draws); the fast
+                decoder then decodes only the kept frames plus its receptive field. Not with
+                ``skip_head``/``return_length`` or ``return_length2``.
+            fast: decode with :func:`~rvc_lora.models.fast_decoder.decode_fast` (same output
+                within float rounding; autograd off). False runs the decoder module itself.
         Returns:
-            ``(audio [B, 1, T_out*hop], x_mask, (z, z_p, m_p, logs_p))``.
+            ``(audio [B, 1, T_out*hop], x_mask, (z, z_p, m_p, logs_p))``; with ``crop``,
+            ``T_out = T - head - tail`` (x_mask and the latents stay full length).
         """
+        streaming = skip_head is not None and return_length is not None
+        if crop is not None and (streaming or return_length2 is not None):
+            raise ValueError("crop cannot be combined with skip_head/return_length/return_length2")
+        if crop is not None and min(crop) < 0:
+            raise ValueError(f"crop: frames to drop must be >= 0 each side, got {crop}")
         if sid is None:
             sid = torch.zeros(phone.shape[0], dtype=torch.long, device=phone.device)
         g = self._speaker(sid)
-        if skip_head is not None and return_length is not None:
+        if streaming:
             head = int(skip_head)
             flow_head = max(head - 24, 0)
             m_p, logs_p, x_mask = self.enc_p(phone, pitch, phone_lengths, skip_head=flow_head)
@@ -165,7 +180,14 @@ class Synthesizer(nn.Module):
             m_p, logs_p, x_mask = self.enc_p(phone, pitch, phone_lengths)
             z_p = (m_p + torch.exp(logs_p) * torch.randn_like(m_p) * INFER_NOISE_SCALE) * x_mask
             z = self.flow(z_p, x_mask, g=g, reverse=True)
-        o = self.dec(z * x_mask, pitchf if self.f0 else None, g=g, n_res=return_length2)
+        f0 = pitchf if self.f0 else None
+        if fast and not torch.is_grad_enabled() and can_decode_fast(self.dec):
+            o = decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop)
+        else:
+            o = self.dec(z * x_mask, f0, g=g, n_res=return_length2)
+            if crop is not None:
+                head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
+                o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
         return o, x_mask, (z, z_p, m_p, logs_p)
 
 
