@@ -4,6 +4,7 @@ same skips and errors."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -64,7 +65,9 @@ def _relative(report: PrepareReport, cache: Path) -> list[tuple]:
     ]
 
 
-def test_pool_writes_the_same_slices_and_features_as_one_process(tmp_path, encoder_path) -> None:
+def test_pool_writes_the_same_slices_and_features_as_one_process(
+    tmp_path, encoder_path, monkeypatch
+) -> None:
     _voice(tmp_path / "voice")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # the main process on two threads, each pool worker on one
@@ -91,7 +94,8 @@ def test_pool_writes_the_same_slices_and_features_as_one_process(tmp_path, encod
     for m in manifests:
         assert read_json(m) == read_json(tmp_path / "par" / m.relative_to(tmp_path / "seq"))
 
-    # A second pool run over the filled cache reuses every entry.
+    # A second run over the filled cache reuses every entry, without starting a pool.
+    monkeypatch.setattr(multiprocessing, "get_context", None)
     _, again = _build(tmp_path, "par", encoder_path, 2)
     assert (again.slices_extracted, again.slices_reused, again.files_sliced) == (
         0,

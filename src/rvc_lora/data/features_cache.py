@@ -219,12 +219,14 @@ class FeatureCacheBuilder:
     def _results(self, jobs: FileJobs) -> Iterator[Iterator[dict[str, Any]]]:
         """The jobs' results in file order: computed here, or by a pool of worker processes."""
         workers = resolve_workers(self.num_workers, len(jobs))
+        if workers > 1:  # no pool for a cache that holds (nearly) everything already
+            workers = resolve_workers(workers, sum(jobs.pending(i) for i in range(len(jobs))))
         if workers <= 1:
             yield (jobs[i] for i in range(len(jobs)))
             return
         # A worker that extracts needs the networks on the CPU; a GPU stays with this process.
         finish = None
-        if self.features.device == "cpu":
+        if torch.device(self.features.device).type == "cpu":
             finish = FeatureCacheBuilder(self.cache_dir, self.prep, self.features, progress=False)
         # spawn: a forked child of a process whose OpenMP pool is running can hang in its first
         # parallel region; the workers import torch afresh instead.

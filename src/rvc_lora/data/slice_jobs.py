@@ -74,10 +74,31 @@ class FileJobs:
         except CacheError as exc:  # raised again in the main process, as one line
             return {"source": rel, "fatal": str(exc)}
 
+    def pending(self, index: int) -> bool:
+        """Whether file ``index`` may need work: slicing, or a feature entry that is not there.
+
+        A quick look (the manifest and which files exist; no entry is read), so that a build
+        over a filled cache does not start a pool; the job itself still checks every entry.
+        """
+        path = self.files[index]
+        try:
+            file_key = self._file_key(path)
+        except OSError:
+            return True  # the job reports it
+        slice_dir = self.cache_dir / "slices" / file_key
+        manifest = read_json(slice_dir / "manifest.json")
+        if not _complete(manifest, slice_dir):
+            return True
+        spans = range(len(manifest["spans"]))
+        return not all((self.feature_dir / f"{file_key}-{i:04d}.npz").is_file() for i in spans)
+
+    def _file_key(self, path: Path) -> str:
+        return f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
+
     def _run(self, path: Path, rel: str, reslice: bool = False) -> dict[str, Any]:
         from rvc_lora.features.f0 import compute_f0
 
-        file_key = f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
+        file_key = self._file_key(path)
         slice_dir = self.cache_dir / "slices" / file_key
         manifest, sliced = self._slices(path, rel, slice_dir, reslice)
         chunks = []
