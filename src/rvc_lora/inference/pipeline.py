@@ -130,6 +130,9 @@ class ConversionPipeline:
         device: where feature and pitch tensors go (the models must already be there).
         x_pad, x_query, x_center, x_max: RVC's chunking constants in seconds; the defaults are
             its fp32 set (``is_half`` uses 3/10/60/65, a GPU with <= 4 GB 1/5/30/32).
+        fast: run chunks under ``torch.inference_mode`` with the fast decoder, which skips the
+            ``x_pad`` seconds of each chunk that are dropped anyway (same output within 1e-4;
+            ``Synthesizer.infer``'s ``crop``). False: the pre-issue-17 path, for comparisons.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class ConversionPipeline:
         x_query: int = 6,
         x_center: int = 38,
         x_max: int = 41,
+        fast: bool = True,
     ) -> None:
         for name, value in (("x_pad", x_pad), ("x_query", x_query), ("x_center", x_center),
                             ("x_max", x_max)):  # fmt: skip
@@ -160,6 +164,7 @@ class ConversionPipeline:
         self.t_query = SR_IN * int(x_query)
         self.t_center = SR_IN * int(x_center)
         self.t_max = SR_IN * int(x_max)
+        self.fast = bool(fast)
         self.last_pitch: float | None = None  # semitones the last convert() transposed by
 
     # -- public ----------------------------------------------------------------------------
@@ -317,7 +322,6 @@ class ConversionPipeline:
         )  # fmt: skip
         return shift
 
-    @torch.no_grad()
     def _vc(
         self,
         model: Synthesizer,
@@ -329,6 +333,20 @@ class ConversionPipeline:
         opts: ConvertOptions,
     ) -> np.ndarray:
         """One chunk (RVC's ``vc``): features, retrieval, protect, synthesis; returns [samples]."""
+        # inference_mode skips autograd's version and view bookkeeping; no_grad on the old path.
+        with torch.inference_mode() if self.fast else torch.no_grad():
+            return self._vc_steps(model, chunk, pitch, pitchf, sid, index, opts)
+
+    def _vc_steps(
+        self,
+        model: Synthesizer,
+        chunk: np.ndarray,
+        pitch: torch.Tensor | None,
+        pitchf: torch.Tensor | None,
+        sid: torch.Tensor,
+        index: FeatureIndex | None,
+        opts: ConvertOptions,
+    ) -> np.ndarray:
         wav = torch.from_numpy(chunk).float().view(1, -1).to(self.device)  # [1, N]
         feats = self.encoder.extract(wav, model.config.version).float()  # [1, T50, D]
         protect = opts.protect < 0.5 and pitch is not None
@@ -365,10 +383,21 @@ class ConversionPipeline:
             phone: ``[1, T, D]`` features at 100 fps; lengths ``[1]``; pitch/pitchf ``[1, T]``
                 (None for nono models); sid ``[1]``.
         Returns:
-            ``[T * hop]`` float32 audio at the model's rate.
+            ``[T * hop]`` float32 audio at the model's rate. On the fast path the first and
+            last ``x_pad`` seconds, which :meth:`convert` drops from every chunk, are zeros:
+            they are not synthesized (the decoder's receptive field is decoded, then cut).
         """
-        out = model.infer(phone, lengths, pitch, pitchf, sid)[0]  # [1, 1, T*hop]
-        return out[0, 0].float().cpu().numpy()
+        hop = model.config.hop_length
+        pad = self.x_pad * int(model.config.sr)  # samples convert() drops at each end
+        if not self.fast or pad % hop:
+            out = model.infer(phone, lengths, pitch, pitchf, sid, fast=self.fast)[0]
+            return out[0, 0].float().cpu().numpy()  # [T*hop]
+        frames = pad // hop
+        kept = model.infer(phone, lengths, pitch, pitchf, sid, crop=(frames, frames))[0]
+        out = np.zeros(phone.shape[1] * hop, dtype=np.float32)  # [T*hop]
+        kept = kept[0, 0].float().cpu().numpy()  # [(T - 2*frames)*hop] or empty
+        out[pad : pad + len(kept)] = kept
+        return out
 
 
 @contextmanager
