@@ -185,6 +185,11 @@ def test_load_state_dict_and_to_invalidate_the_cache(fused):
     ref, out = both(model.dec, z.double(), f0.double(), g.double())
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    # .to() swaps `.data` under the same parameter objects, versions unchanged: a round trip
+    # through half precision gives float weights again, now rounded, maybe at the old address
+    model.half().float()
+    ref, out = both(model.dec, z, f0, g)
+    torch.testing.assert_close(out, ref, **TOL)
 
 
 def test_dropout_in_training_mode_falls_back_to_module(tiny):

@@ -78,6 +78,10 @@ class _Entry:
     """Prepared 4-D channels-last weight of one conv and what it was computed from."""
 
     sources: tuple[torch.Tensor, ...]  # held: identity compares can never hit a reused id
+    # Detached views of the sources' storages at compute time. Module.to()/.half() swap a
+    # parameter's `.data` without bumping its version; while the old storage lives, the new one
+    # cannot reuse its address, so the key always changes.
+    pinned: tuple[torch.Tensor, ...]
     key: tuple[object, ...]
     weight: torch.Tensor  # [out, in, 1, k] (transposed: [in, out, 1, k]), channels_last
     bias: torch.Tensor | None
@@ -117,7 +121,7 @@ def _prepared(m: nn.Module, scale: float = 1.0) -> tuple[torch.Tensor, torch.Ten
         bias = _conv_of(m).bias
         bias = None if bias is None else bias.detach()
     if key is not None:
-        _CACHE[m] = _Entry(sources, key, w, bias)
+        _CACHE[m] = _Entry(sources, tuple(t.detach() for t in sources), key, w, bias)
     return w, bias
 
 
@@ -192,15 +196,16 @@ class _Runner:
             c.groups, (1, c.dilation[0]),
         )  # fmt: skip
 
-    def resblock(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """ResBlock1/ResBlock2 without a mask; x ``[B, C, 1, T]`` is not modified."""
+    def resblock(self, block: nn.Module, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """ResBlock1/ResBlock2 without a mask on x ``[B, C, 1, T]``; neither x nor
+        ``act = leaky_relu(x, LRELU_SLOPE)`` (shared by the stage's blocks) is modified."""
         if isinstance(block, ResBlock1):
             pairs = list(zip(block.convs1, block.convs2))
         else:
             pairs = [(c, None) for c in block.convs]
         out = None
         for c1, c2 in pairs:
-            xt = F.leaky_relu(x if out is None else out, LRELU_SLOPE)
+            xt = act if out is None else F.leaky_relu(out, LRELU_SLOPE)
             if c2 is not None:
                 xt = self.conv(c1, xt, slope=LRELU_SLOPE)
             last = c1 if c2 is None else c2
@@ -287,9 +292,10 @@ def decode_fast(
         if har is not None:
             x = run.conv_add_(x, dec.noise_convs[i], har)
         blocks = dec.resblocks[i * nk : (i + 1) * nk]
-        total = run.resblock(blocks[0], x)
+        act = F.leaky_relu(x, LRELU_SLOPE)  # every block starts with it: computed once
+        total = run.resblock(blocks[0], x, act)
         for block in blocks[1:]:
-            total += run.resblock(block, x)
+            total += run.resblock(block, x, act)
         x = total
     x = run.conv(dec.conv_post, F.leaky_relu_(x, POST_SLOPE), scale=1 / nk)
     out = torch.tanh_(x).squeeze(2)  # [B, 1, N]: one channel, so any layout is contiguous
