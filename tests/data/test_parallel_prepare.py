@@ -65,6 +65,7 @@ def _relative(report: PrepareReport, cache: Path) -> list[tuple]:
     ]
 
 
+@pytest.mark.slow  # each spawned worker imports torch and transformers afresh
 def test_pool_writes_the_same_slices_and_features_as_one_process(
     tmp_path, encoder_path, monkeypatch
 ) -> None:
@@ -77,6 +78,7 @@ def test_pool_writes_the_same_slices_and_features_as_one_process(
         torch.set_num_threads(threads)
     pool, par = _build(tmp_path, "par", encoder_path, 2)
     assert one._encoder is not None and pool._encoder is None  # the workers ran the encoder
+    assert one.weight_threads is None  # one process: exactly the computation of before
     assert _relative(par, tmp_path / "par") == _relative(seq, tmp_path / "seq")
     sources = {i.source for i in seq.items}
     assert len(seq.items) >= 4 and sources == {"take0.wav", "take1 copy.wav", "take2.wav"}
@@ -104,6 +106,7 @@ def test_pool_writes_the_same_slices_and_features_as_one_process(
     )
 
 
+@pytest.mark.slow  # each spawned worker imports torch and transformers afresh
 def test_pool_skips_bad_files_with_the_same_summary(tmp_path, encoder_path, caplog) -> None:
     _voice(tmp_path / "voice", bad=True)
     summaries = {}
@@ -120,6 +123,7 @@ def test_pool_skips_bad_files_with_the_same_summary(tmp_path, encoder_path, capl
     assert lines[-1] == "skipped 3 of 6 files: 1 empty, 1 not readable, 1 same audio"
 
 
+@pytest.mark.slow  # each spawned worker imports torch and transformers afresh
 def test_pool_stops_on_a_damaged_cache_with_the_same_one_line_error(tmp_path, encoder_path) -> None:
     """A folder where an entry belongs stops the build in a worker as in the main process."""
     _voice(tmp_path / "voice")
@@ -152,21 +156,22 @@ def test_worker_setting() -> None:
         FeatureCacheBuilder("cache", PrepSettings(sr=16000), settings, num_workers="many")
 
 
-def test_weight_norm_is_computed_on_one_thread_whatever_the_thread_count() -> None:
+def test_workers_compute_the_weight_norm_on_the_main_process_thread_count() -> None:
     """HuBERT's weight-normed positional conv (its real size): the weight's norm is a parallel
-    reduction, so its last bits follow the thread count unless computed on one thread."""
+    reduction, so its last bits follow the thread count; a worker (one thread) computes it on
+    the main process's count."""
     torch.manual_seed(0)
     conv = nn.utils.parametrizations.weight_norm(
         nn.Conv1d(768, 768, 128, padding=64, groups=16), name="weight", dim=2
     )
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(4)  # the main process
         with torch.no_grad():
             reference = conv.weight.clone()
-        torch.set_num_threads(4)
-        with torch.no_grad(), _weights_once(conv):
+        torch.set_num_threads(1)  # a worker
+        with torch.no_grad(), _weights_once(conv, 4):
             assert torch.equal(conv.weight, reference)
-            assert torch.get_num_threads() == 4  # the caller's thread count is back
+            assert torch.get_num_threads() == 1  # the worker's own count is back
     finally:
         torch.set_num_threads(threads)

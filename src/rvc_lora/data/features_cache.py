@@ -4,8 +4,9 @@ With one worker everything runs in the main process, file after file. With more 
 ``"auto"``: one per core, capped), a pool of spawned processes (one torch thread each) takes
 whole files: slicing, F0, content features and the entry writes, so both cores of a small
 machine are busy; on a GPU device the pool slices and computes CPU F0 while the networks run in
-the main process. Every path computes each slice with the same code and the same weights, so the
-entries are the same bytes whichever path wrote them. Entries already in the cache are reused
+the main process. Every path computes each slice with the same code and the same weights, and
+the one op whose bits follow the thread count runs on the main process's count everywhere, so
+the entries are the same bytes whichever path wrote them. Entries already in the cache are reused
 without loading any model, so a second run over the same folder extracts nothing. Each entry is
 extracted under its lock, so parallel jobs sharing a cache (a multirun) extract it once; temp
 files left by killed jobs are removed when a build starts.
@@ -115,6 +116,8 @@ class FeatureCacheBuilder:
         resolve_workers(num_workers, 1)  # a bad setting fails here, before any work
         self._encoder = None
         self._rmvpe = None
+        # Threads for the content encoder's weight norm (None: this process's own count).
+        self.weight_threads: int | None = None
 
     def feature_key(self) -> str:
         """Hash of the feature settings and of the weight files they use."""
@@ -228,6 +231,7 @@ class FeatureCacheBuilder:
         finish = None
         if torch.device(self.features.device).type == "cpu":
             finish = FeatureCacheBuilder(self.cache_dir, self.prep, self.features, progress=False)
+            finish.weight_threads = torch.get_num_threads()  # see _weights_once
         # spawn: a forked child of a process whose OpenMP pool is running can hang in its first
         # parallel region; the workers import torch afresh instead.
         context = multiprocessing.get_context("spawn")
@@ -277,8 +281,11 @@ class FeatureCacheBuilder:
                 self.features.encoder_path, backend=self.features.backend
             ).to(self.features.device)
         wav = torch.from_numpy(wav16k).float().unsqueeze(0).to(self.features.device)
-        with _weights_once(self._encoder):
+        if self.weight_threads is None:  # the main process: its own thread count
             feats = self._encoder.extract(wav, self.features.version)
+        else:
+            with _weights_once(self._encoder, self.weight_threads):
+                feats = self._encoder.extract(wav, self.features.version)
         return feats[0].float().cpu().numpy()
 
     def _f0(self, wav16k: np.ndarray) -> np.ndarray:
@@ -294,26 +301,26 @@ class FeatureCacheBuilder:
 
 
 @contextlib.contextmanager
-def _weights_once(module: nn.Module) -> Iterator[None]:
-    """Compute ``module``'s parametrized weights once, on one thread, for the duration.
+def _weights_once(module: nn.Module, threads: int) -> Iterator[None]:
+    """Compute ``module``'s parametrized weights once, on ``threads`` threads, for the duration.
 
-    HuBERT's positional conv is weight-normed, and the norm is a reduction whose last bits depend
-    on the number of torch threads; every other op of the encoder gives the same bits on one
-    thread or several. Computing that weight on one thread makes the features independent of the
-    thread count, so a pool worker (one thread) writes what the main process (all cores) writes.
+    HuBERT's positional conv is weight-normed, and the norm is a parallel reduction whose last
+    bits depend on the number of torch threads; every other op of the encoder gives the same
+    bits on one thread or several. A pool worker (one thread) computes that weight on the main
+    process's thread count, and so writes the features the main process writes.
     """
     from torch.nn.utils import parametrize
 
     with parametrize.cached():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
+        own = torch.get_num_threads()
+        torch.set_num_threads(threads)
         try:
             for m in module.modules():
                 if parametrize.is_parametrized(m):
                     for name in m.parametrizations:
                         getattr(m, name)  # fills the cache
         finally:
-            torch.set_num_threads(threads)
+            torch.set_num_threads(own)
         yield
 
 
