@@ -194,7 +194,7 @@ def kept_for_backward(module: VoiceConversionModule) -> int:
 
     def note_inputs(_mod, args) -> None:
         for a in args:
-            if torch.is_tensor(a):
+            if torch.is_tensor(a) and torch.is_grad_enabled():  # not D(y) under no_grad
                 kept[a.untyped_storage().data_ptr()] = a.untyped_storage().nbytes()
 
     hooks = [
