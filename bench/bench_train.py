@@ -264,8 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     diffs = _in_child(_check, list(args.variants), args)
     print(
-        f"gradient check, reference vs this code, same weights and batch ({args.check_batch} "
-        f"items of {args.check_frames} frames), max relative difference (limit {CHECK_TOL:.0e}):"
+        f"gradient check on cpu, reference vs this code, same weights and batch "
+        f"({args.check_batch} items of {args.check_frames} frames), max relative difference "
+        f"(limit {CHECK_TOL:.0e}):"
     )
     print("\n".join(check_lines(diffs)))
     bad = over_tolerance(diffs)
