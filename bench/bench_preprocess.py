@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             f"slices at {SAMPLE_RATE // 1000} kHz, v2 features; HuBERT-Base size, random "
             f"weights ({params / 1e6:.1f}M parameters), the same network on both sides"
         )
-        print("each run: a fresh process, an empty cache; one run each (noisy on a busy machine)")
+        load = os.getloadavg()[0]
+        print(
+            "each run: a fresh process, an empty cache; one run each (noisy on a busy machine: "
+            f"load average {load:.1f} at the start)"
+        )
         recorded = _reference() if args.rvc_root is None else None
         rvc_all: dict[str, dict[str, float]] = {}
         for f0 in methods:
@@ -276,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         for f0, rvc in rvc_all.items():
             cmd = ["python", "bench/bench_preprocess.py", "--f0", f0, "--rvc-root", "DIR"]
             figures = {k: round(v, 2) for k, v in rvc.items()}
+            figures["load_average"] = round(load, 1)  # of the whole machine, at the start
             record.setdefault("f0", {})[f0] = {**stamp([*cmd, "--record"]), **figures}
         write_json(REFERENCE, record)
         print(f"recorded in {REFERENCE.relative_to(ROOT)}")
