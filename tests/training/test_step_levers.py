@@ -165,8 +165,12 @@ def test_checkpointed_blocks_are_recomputed_and_keep_their_names() -> None:
     k = dec.num_kernels
     expected = [f"dec.resblocks.{i}" for i in range(len(dec.resblocks) - 2 * k, len(dec.resblocks))]
     assert ckpt.checkpointed[: len(expected)] == expected
-    members = len(ckpt.discriminator.discriminators)
-    assert len(ckpt.checkpointed) == len(expected) + 2 * members
+    # A frozen (folded) D's convs would keep the same inputs under a checkpoint: left alone.
+    assert ckpt.checkpointed == expected
+    trained = build("full_trained_d", checkpoint_activations=True)
+    members = len(trained.discriminator.discriminators)
+    assert len(trained.checkpointed) == len(expected) + 2 * members
+    assert is_checkpointed(trained.discriminator.discriminators[0].convs[1])
     assert not is_checkpointed(dec.resblocks[0]) and is_checkpointed(dec.resblocks[-1])
     assert plain.state_dict().keys() == ckpt.state_dict().keys()
     assert ckpt.hparams["checkpoint_activations"] is True

@@ -116,9 +116,10 @@ class VoiceConversionModule(L.LightningModule):
         mel_numerics: the spectrogram eps and mel floor of the mel loss, by name
             (:data:`rvc_lora.spectral.MEL_NUMERICS`; ``features.mel_numerics``).
         checkpoint_activations: recompute the decoder's last two upsampling stages' resblocks
-            and the first two convs of every member discriminator during backward instead of
-            keeping their activations (:mod:`rvc_lora.training.checkpointing`): less memory,
-            more time; the same gradients bit for bit.
+            (and, when D trains, the first two convs of every member discriminator) during
+            backward instead of keeping their activations
+            (:mod:`rvc_lora.training.checkpointing`): less memory, more time; the same
+            gradients bit for bit.
         reference: run the code as it was before the speed and memory levers (issue 17), for
             tests and benchmarks that compare against it: weight norm recomputed in the frozen
             D, D(y, ŷ) of all members before the loss, plain activations, no cached LoRA base
@@ -191,8 +192,13 @@ class VoiceConversionModule(L.LightningModule):
         # every call (bit-identical values). Its state dict then has `weight` keys, which is
         # fine: a frozen D is never saved (trainable_state, run.py save a trained D only).
         self.folded_d = [] if self.d_trained or reference else fold_weight_norm(discriminator)
+        # A folded frozen D's convs keep only their inputs, which a checkpoint would keep as
+        # well: checkpointing them would only add recompute. A trained D's convs also keep the
+        # weight copies weight norm makes at every call, which a checkpoint does free.
         self.checkpointed = (
-            checkpoint_blocks(generator, discriminator) if checkpoint_activations else []
+            checkpoint_blocks(generator, discriminator if self.d_trained else None)
+            if checkpoint_activations
+            else []
         )
         # Taken before any step: in full mode the base weights themselves move.
         self.base_id = base_identity(generator)
