@@ -226,3 +226,24 @@ def test_infer_fast_and_crop_match_the_module_path(f0):
         run(crop=(1, 1), return_length2=40)
     with pytest.raises(ValueError, match="crop"):
         run(crop=(-1, 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_infer_under_autocast_takes_the_module_path(dtype):
+    # Validation of an AMP run calls infer under autocast; the fused ops take a single dtype
+    # (they raised "Input type (HalfTensor) and weight type (FloatTensor)" there).
+    torch.manual_seed(0)
+    model = build_synthesizer("tiny").eval()
+    gen = torch.Generator().manual_seed(5)
+    t = 24
+    phone = torch.randn(1, t, model.config.feature_dim, generator=gen)
+    pitchf = torch.rand(1, t, generator=gen) * 200 + 100
+    pitch = torch.randint(1, 255, (1, t), generator=gen)
+    args = (phone, torch.tensor([t]), pitch, pitchf)
+    outs = []
+    for fast_path in (True, False):
+        torch.manual_seed(11)
+        with torch.autocast("cpu", dtype=dtype):
+            outs.append(model.infer(*args, fast=fast_path)[0])
+    assert outs[0].shape == (1, 1, t * model.config.hop_length)
+    assert torch.equal(outs[0], outs[1])

@@ -181,7 +181,10 @@ class Synthesizer(nn.Module):
             z_p = (m_p + torch.exp(logs_p) * torch.randn_like(m_p) * INFER_NOISE_SCALE) * x_mask
             z = self.flow(z_p, x_mask, g=g, reverse=True)
         f0 = pitchf if self.f0 else None
-        if fast and not torch.is_grad_enabled() and can_decode_fast(self.dec):
+        # Under autocast the module path keeps autocast's per-op dtypes (the fast path's fused
+        # oneDNN ops take one dtype); validation of an AMP run comes here.
+        autocast = torch.is_autocast_enabled(z.device.type)
+        if fast and not autocast and not torch.is_grad_enabled() and can_decode_fast(self.dec):
             o = decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop)
         else:
             o = self.dec(z * x_mask, f0, g=g, n_res=return_length2)
