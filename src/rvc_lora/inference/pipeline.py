@@ -335,38 +335,26 @@ class ConversionPipeline:
         """One chunk (RVC's ``vc``): features, retrieval, protect, synthesis; returns [samples]."""
         # inference_mode skips autograd's version and view bookkeeping; no_grad on the old path.
         with torch.inference_mode() if self.fast else torch.no_grad():
-            return self._vc_steps(model, chunk, pitch, pitchf, sid, index, opts)
-
-    def _vc_steps(
-        self,
-        model: Synthesizer,
-        chunk: np.ndarray,
-        pitch: torch.Tensor | None,
-        pitchf: torch.Tensor | None,
-        sid: torch.Tensor,
-        index: FeatureIndex | None,
-        opts: ConvertOptions,
-    ) -> np.ndarray:
-        wav = torch.from_numpy(chunk).float().view(1, -1).to(self.device)  # [1, N]
-        feats = self.encoder.extract(wav, model.config.version).float()  # [1, T50, D]
-        protect = opts.protect < 0.5 and pitch is not None
-        feats0 = feats.clone() if protect else None
-        if index is not None:
-            mixed = index.blend(feats[0].cpu().numpy(), opts.index_rate)  # [T50, D]
-            feats = torch.from_numpy(mixed).unsqueeze(0).to(self.device)
-        feats = upsample_features(feats)  # [1, 2*T50, D] at 100 fps
-        p_len = min(len(chunk) // WINDOW, feats.shape[1])
-        feats = feats[:, :p_len]
-        if pitch is not None and pitchf is not None:
-            pitch, pitchf = pitch[:, :p_len], pitchf[:, :p_len]
-        if feats0 is not None and pitchf is not None:
-            feats0 = upsample_features(feats0)[:, :p_len]
-            # 1 on voiced frames, `protect` on unvoiced ones (RVC: pitchf < 1): [1, T, 1]
-            mask = torch.where(pitchf < 1, opts.protect, 1.0).unsqueeze(-1).to(feats.dtype)
-            feats = feats * mask + feats0 * (1 - mask)
-        lengths = torch.tensor([p_len], device=self.device, dtype=torch.long)
-        with _seeded(opts.seed, self.device):
-            return self._synthesize(model, feats, lengths, pitch, pitchf, sid)
+            wav = torch.from_numpy(chunk).float().view(1, -1).to(self.device)  # [1, N]
+            feats = self.encoder.extract(wav, model.config.version).float()  # [1, T50, D]
+            protect = opts.protect < 0.5 and pitch is not None
+            feats0 = feats.clone() if protect else None
+            if index is not None:
+                mixed = index.blend(feats[0].cpu().numpy(), opts.index_rate)  # [T50, D]
+                feats = torch.from_numpy(mixed).unsqueeze(0).to(self.device)
+            feats = upsample_features(feats)  # [1, 2*T50, D] at 100 fps
+            p_len = min(len(chunk) // WINDOW, feats.shape[1])
+            feats = feats[:, :p_len]
+            if pitch is not None and pitchf is not None:
+                pitch, pitchf = pitch[:, :p_len], pitchf[:, :p_len]
+            if feats0 is not None and pitchf is not None:
+                feats0 = upsample_features(feats0)[:, :p_len]
+                # 1 on voiced frames, `protect` on unvoiced ones (RVC: pitchf < 1): [1, T, 1]
+                mask = torch.where(pitchf < 1, opts.protect, 1.0).unsqueeze(-1).to(feats.dtype)
+                feats = feats * mask + feats0 * (1 - mask)
+            lengths = torch.tensor([p_len], device=self.device, dtype=torch.long)
+            with _seeded(opts.seed, self.device):
+                return self._synthesize(model, feats, lengths, pitch, pitchf, sid)
 
     def _synthesize(
         self,
