@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 JOBS ?= 2
 
 .PHONY: help install test test-fast bench demo format lint clean readme-tables golden-fairseq \
-	reproduce-paper-table lr-grid demo-corpus pretrain-tiny mutation
+	reproduce-paper-table lr-grid demo-corpus paper-voices pretrain-tiny mutation
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ demo: install ## adapter for a demo voice, convert, score, plot, export (CPU, a 
 
 demo-corpus: install ## remake data/demo/ with flite and espeak-ng (apt-get install flite espeak-ng)
 	$(PY) scripts/make_demo_corpus.py
+
+paper-voices: install ## remake data/demo/voices/ (the paper table's 3 held-out target voices)
+	$(PY) scripts/make_paper_voices.py
 
 # The shipped tiny encoder and base (data/pretrained/): content encoder on the parallel corpus,
 # then RVC-style full pretraining of G and D on every demo voice but the target.

@@ -5,13 +5,14 @@ own training audio (sentences s01..s32 of ``sentences.txt`` and s41..s80 of
 ``sentences_more.txt``: 72 utterances, >= 3 minutes) and its own 8 held-out sentences (s33..s40,
 the ones the demo target ``slt`` is scored on). The voices differ in kind:
 
-- ``slt``: flite's CMU ARCTIC female US voice (unit selection from a real recording). Its
-  s01..s40 are the demo corpus files copied byte for byte (``target/slt``, ``eval/slt``), so
-  ``make demo`` and the paper table score the same utterances; only s41..s80 are synthesised.
+- ``slt``: flite's CMU ARCTIC female US voice (statistical parametric, CLUSTERGEN, trained on
+  a real speaker's recordings). Its s01..s40 are the demo corpus files copied byte for byte
+  (``target/slt``, ``eval/slt``), so ``make demo`` and the paper table score the same
+  utterances; only s41..s80 are synthesised.
 - ``espeak_us_f4``: espeak-ng formant synthesis, female variant ``f4`` with US pronunciation
   (the base's only female espeak voice is ``en-gb+f2``).
-- ``espeak_rp_klatt``: espeak-ng's Klatt synthesiser (another synthesis method: cascade/parallel
-  formant resonators with a glottal source model), male, Received Pronunciation.
+- ``espeak_rp_klatt``: espeak-ng's Klatt synthesiser (a different waveform generator from
+  espeak-ng's default: Klatt's cascade/parallel formant resonators), male, Received Pronunciation.
 
 Layout written (16 kHz mono 16-bit FLAC, trimmed and peak-normalised exactly like the demo
 corpus, by its own functions):
@@ -62,6 +63,12 @@ def median_f0(audio: np.ndarray) -> float:
     return float(np.median(voiced)) if voiced.size else 0.0
 
 
+def demo_file(out: Path, number: int) -> Path:
+    """The demo corpus file of sentence ``number`` for the demo target (target/ or eval/)."""
+    split = "eval" if number in EVAL_IDS else "target"
+    return out / split / DEMO_TARGET / f"s{number:02d}.flac"
+
+
 def make_voice(out: Path, voice: str, sentences: list[str], tmp: Path) -> tuple[float, float, int]:
     """Write one voice's train/ and eval/ folders; returns (train seconds, median F0, files)."""
     folder = out / "voices" / voice
@@ -70,16 +77,12 @@ def make_voice(out: Path, voice: str, sentences: list[str], tmp: Path) -> tuple[
     for number, text in enumerate(sentences, start=1):
         split = "eval" if number in EVAL_IDS else "train"
         path = folder / split / f"s{number:02d}.flac"
-        demo = out / ("eval" if split == "eval" else "target") / voice / path.name
         if voice == DEMO_TARGET and number <= 40:
-            if not demo.is_file():
-                sys.exit(f"error: {demo} is missing; run `make demo-corpus` first")
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(demo, path)
-            audio = sf.read(path, dtype="float32")[0]
+            shutil.copyfile(demo_file(out, number), path)
         else:
             write_flac(path, synthesise(VOICES[voice], text, tmp))
-            audio = sf.read(path, dtype="float32")[0]  # what was written: normalised, 16-bit
+        audio = sf.read(path, dtype="float32")[0]  # what was written: normalised, 16-bit
         if split == "train":
             train_s += len(audio) / SAMPLE_RATE
         f0s.append(median_f0(audio))
@@ -94,6 +97,10 @@ def build(out: Path) -> None:
     sentences = read_sentences(out / "sentences.txt") + read_sentences(out / "sentences_more.txt")
     if len(sentences) != 80:
         sys.exit(f"error: expected 40 + 40 sentences in {out}, found {len(sentences)}")
+    # Checked before any folder is rewritten, so a missing demo corpus deletes nothing.
+    missing = [p for n in range(1, 41) if not (p := demo_file(out, n)).is_file()]
+    if missing:
+        sys.exit(f"error: {missing[0]} is missing; run `make demo-corpus` first")
     with tempfile.TemporaryDirectory() as tmp_dir:
         for voice in VOICES:
             train_s, f0, files = make_voice(out, voice, sentences, Path(tmp_dir))
