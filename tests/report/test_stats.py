@@ -104,3 +104,23 @@ def test_paired_ratios_pairs_by_voice_size_seed() -> None:
     assert paired_ratios(runs, "lora", "full", "mcd_db") == [1.25, 0.5, 2.0]
     assert paired_ratios(runs, "lora", "full", "mcd_db", invert=True) == [0.8, 2.0, 0.5]
     assert paired_ratios(runs, "full", "lora", "step_time_s") == [2.0, 0.0]
+
+
+def test_equal_values_give_exactly_that_value() -> None:
+    # 0.79 / 0.8 three times: a rounding residue in the mean or s must not widen the interval
+    # below the value (a 95% threshold at exactly the value would turn undecided).
+    x = 0.79 / 0.8
+    assert t_interval([x, x, x]) == Interval(x, x, x, 3)
+    assert bootstrap_interval([x, x, x]) == Interval(x, x, x, 3)
+    assert verdict(t_interval([0.95] * 3), 0.95) == HOLDS
+
+
+def test_seed_zero_and_empty_cells_pair() -> None:
+    # numbers read back from a CSV: seed 0.0 must not collapse into the empty seed
+    runs = [
+        {"kind": "run", "variant": "a", "voice": None, "data_size": None, "seed": 0.0, "k": 1.0},
+        {"kind": "run", "variant": "b", "voice": "", "data_size": "", "seed": 0.0, "k": 2.0},
+        {"kind": "run", "variant": "a", "voice": None, "data_size": None, "seed": "", "k": 3.0},
+        {"kind": "run", "variant": "b", "voice": "", "data_size": "", "seed": None, "k": 4.0},
+    ]
+    assert paired_ratios(runs, "a", "b", "k") == [0.75, 0.5]

@@ -53,9 +53,12 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """
     arr = _values(values)
     n = int(arr.size)
-    mean = float(arr.mean())
+    mean = math.fsum(arr.tolist()) / n
     if n == 1:
         return Interval(mean, None, None, 1)
+    if arr.min() == arr.max():
+        # Equal values (a deterministic quantity): no spread, not a rounding residue of one.
+        return Interval(float(arr[0]), float(arr[0]), float(arr[0]), n)
     half = float(_sp.t.ppf((1.0 + level) / 2.0, n - 1)) * float(arr.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
@@ -69,9 +72,11 @@ def bootstrap_interval(
     """
     arr = _values(values)
     n = int(arr.size)
-    mean = float(arr.mean())
+    mean = math.fsum(arr.tolist()) / n
     if n == 1:
         return Interval(mean, None, None, 1)
+    if arr.min() == arr.max():
+        return Interval(float(arr[0]), float(arr[0]), float(arr[0]), n)
     rng = np.random.default_rng(seed)
     # [n_boot, n] indices -> n_boot resampled means.
     boot = arr[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
@@ -81,7 +86,8 @@ def bootstrap_interval(
 
 
 def _pair_key(rec: Record) -> tuple[str, str, str]:
-    return tuple(str(rec.get(k) or "") for k in PAIR_KEYS)  # type: ignore[return-value]
+    # None (an empty CSV cell) pairs with ""; a seed 0 must not, so no `or ""`.
+    return tuple("" if rec.get(k) is None else str(rec[k]) for k in PAIR_KEYS)  # type: ignore[return-value]
 
 
 def paired_ratios(
