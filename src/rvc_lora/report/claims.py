@@ -142,7 +142,7 @@ def band_verdict(iv: Interval, band: tuple[float, float]) -> str:
     entirely outside it, else undecided; one value (no interval) is undecided."""
     if not iv.has_interval:
         return UNDECIDED
-    lo, hi = float(iv.lo), float(iv.hi)  # type: ignore[arg-type]
+    lo, hi = iv.bounds()
     if band[0] <= lo and hi <= band[1]:
         return HOLDS
     return FAILS if hi < band[0] or lo > band[1] else UNDECIDED
@@ -151,12 +151,12 @@ def band_verdict(iv: Interval, band: tuple[float, float]) -> str:
 def _band(iv: Interval, band: tuple[float, float]) -> str:
     lo, hi = band
     claimed = f"the claimed {lo:.0%}-{hi:.0%}".replace("%-", "-")
-    a, b = (iv.lo, iv.hi) if iv.has_interval else (iv.mean, iv.mean)
-    if b < lo:  # type: ignore[operator]
+    a, b = iv.bounds()
+    if b < lo:
         return f"below {claimed}"
-    if a > hi:  # type: ignore[operator]
+    if a > hi:
         return f"above {claimed}"
-    return f"within {claimed}" if lo <= a and b <= hi else f"overlapping {claimed}"  # type: ignore[operator]
+    return f"within {claimed}" if lo <= a and b <= hi else f"overlapping {claimed}"
 
 
 def time_claim(runs: Sequence[Record], full: Record | None, lora: Record | None) -> Claim:

@@ -35,6 +35,12 @@ class Interval:
         """True when both bounds exist (two or more values)."""
         return self.lo is not None and self.hi is not None
 
+    def bounds(self) -> tuple[float, float]:
+        """``(lo, hi)``; ``(mean, mean)`` without an interval."""
+        if self.lo is None or self.hi is None:
+            return self.mean, self.mean
+        return self.lo, self.hi
+
 
 def _values(values: Iterable[float]) -> np.ndarray:
     arr = np.asarray([float(v) for v in values], dtype=np.float64)
@@ -87,7 +93,8 @@ def bootstrap_interval(
 
 def _pair_key(rec: Record) -> tuple[str, str, str]:
     # None (an empty CSV cell) pairs with ""; a seed 0 must not, so no `or ""`.
-    return tuple("" if rec.get(k) is None else str(rec[k]) for k in PAIR_KEYS)  # type: ignore[return-value]
+    voice, size, seed = ("" if rec.get(k) is None else str(rec[k]) for k in PAIR_KEYS)
+    return voice, size, seed
 
 
 def paired_ratios(
@@ -131,7 +138,7 @@ def verdict(interval: Interval, threshold: float, higher_is_better: bool = True)
     """
     if not interval.has_interval:
         return UNDECIDED
-    lo, hi = float(interval.lo), float(interval.hi)  # type: ignore[arg-type]
+    lo, hi = interval.bounds()
     if higher_is_better:
         if lo >= threshold:
             return HOLDS
