@@ -38,11 +38,26 @@ def write_job(
     eval_metrics: dict[str, float] | None = None,
     val_every: int = 50,
     config: dict[str, Any] | None = None,
+    voice: str | None = None,
+    d_policy: str | None = None,
+    max_seconds: float | None = None,
+    data_s: float | None = None,
+    heldout: dict[str, Any] | None = None,
+    early_stop: dict[str, Any] | None = None,
+    train_memory_mb: float | None = None,
+    mcd_curve: tuple[float, ...] | None = None,
+    wall_every_s: float | None = None,
 ) -> Path:
     """One job dir: run_info.json, metrics.json, .hydra/*.yaml, csv/metrics.csv, eval.json.
 
     ``curve`` is val/loss_mel after every ``val_every`` steps; ``eval_metrics=None`` writes no
     eval.json; ``config`` adds entries to the job's ``.hydra/config.yaml`` (``{"train": {"lr": 1e-3}}``).
+
+    The issue-18 fields are written only when given (so the defaults make an older job dir):
+    ``voice``, ``d_policy`` and ``data`` (``max_seconds``, ``data_s`` seconds used) in
+    run_info.json; ``heldout``, ``early_stop`` and ``train_memory_mb`` in metrics.json;
+    ``mcd_curve`` as val/mcd beside each val/loss_mel and ``wall_every_s`` as time/wall_s
+    (``wall_every_s`` x the validation's number) in the CSV log.
     """
     run = root / name
     (run / ".hydra").mkdir(parents=True)
@@ -60,6 +75,21 @@ def write_job(
     counts["trainable"] = counts["trainable_g"] + counts["trainable_d"]
     info = {"mode": mode, "lora": lora, "lora_targets": [], "parameters": counts}
     info["model"] = {"preset": "tiny", "f0": True, "pretrained_g": None}
+    if voice is not None:
+        info["voice"] = voice
+    if d_policy is not None:
+        info["d_policy"] = d_policy
+    if max_seconds is not None or data_s is not None:
+        info["data"] = {
+            "input_dir": f"data/{voice}/train",
+            "heldout_dir": f"data/{voice}/eval",
+            "max_seconds": max_seconds,
+            "subset_seed": seed,
+            "seconds": data_s,
+            "available_seconds": 200.0,
+            "n_slices": 10,
+            "n_sources": 5,
+        }
     steps = val_every * len(curve)
     best = min(range(len(curve)), key=lambda i: curve[i])
     artifact = "generator.pth" if full else "adapter.safetensors"
@@ -78,11 +108,25 @@ def write_job(
         "best_score": curve[best],
         **{f"params_{k}": v for k, v in counts.items()},
     }
+    for key, value in (
+        ("heldout", heldout),
+        ("early_stop", early_stop),
+        ("train_memory_mb", train_memory_mb),
+    ):
+        if value is not None:
+            metrics[key] = value
     (run / "run_info.json").write_text(json.dumps(info, indent=1))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    (run / ".hydra" / "config.yaml").write_text(
-        yaml.safe_dump({"seed": seed, "lora": lora, **(config or {})})
-    )
+    hydra_config: dict[str, Any] = {"seed": seed, "lora": lora}
+    if voice is not None:  # as configs/voice/<name>.yaml sets them: axes, not settings
+        hydra_config["voice"] = voice
+        hydra_config["data"] = {
+            "input_dir": f"/data/{voice}/train",
+            "heldout_dir": f"/data/{voice}/eval",
+            "max_seconds": max_seconds,
+            "subset_seed": seed,
+        }
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**hydra_config, **(config or {})}))
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={seed}"]))
     (run / artifact).write_bytes(b"\0" * 16)
     if eval_metrics is not None:
@@ -90,11 +134,14 @@ def write_job(
     (run / "csv").mkdir()
     with open(run / "csv" / "metrics.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["epoch", "step", "train/loss_mel", "val/loss_mel"])
+        extra = ["val/mcd"] * (mcd_curve is not None) + ["time/wall_s"] * (wall_every_s is not None)
+        w.writerow(["epoch", "step", "train/loss_mel", "val/loss_mel", *extra])
         for i, val in enumerate(curve):
             step = (i + 1) * val_every - 1  # Lightning's 0-based step
-            w.writerow([i, step, 3.0, ""])
-            w.writerow([i, step, "", val])
+            w.writerow([i, step, 3.0, "", *[""] * len(extra)])
+            more = [] if mcd_curve is None else [mcd_curve[i]]
+            more += [] if wall_every_s is None else [(i + 1) * wall_every_s]
+            w.writerow([i, step, "", val, *more])
     return run
 
 

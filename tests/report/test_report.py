@@ -11,6 +11,7 @@ import pytest
 
 from rvc_lora.report import ReportError, build_table, collect, read_csv, write_report
 from rvc_lora.report.__main__ import main
+from rvc_lora.report.plots import PLOTS
 from rvc_lora.report.table import MISSING, means
 from tests.conftest import UPDATE_GOLDEN
 from tests.report.jobs import EVAL, GENERATOR, paper_jobs, write_job
@@ -43,28 +44,35 @@ def test_rows_are_sorted_full_first_then_preset_then_rank(tmp_path: Path) -> Non
     assert variants == ["full", "lora r4 decoder", "lora r16 decoder", "lora r4 all"]
 
 
-def test_two_seeds_aggregate_to_mean_and_sample_std(tmp_path: Path) -> None:
+def test_two_seeds_aggregate_to_mean_interval_and_sample_std(tmp_path: Path) -> None:
     write_job(tmp_path, "s0", seed=0, step_time_s=0.10, eval_metrics={**EVAL, "mcd_db": 6.0})
     write_job(tmp_path, "s1", seed=1, step_time_s=0.14, eval_metrics={**EVAL, "mcd_db": 7.0})
     records = build_table(collect([tmp_path]))
     assert [r["kind"] for r in records] == ["mean", "run", "run"]
     mean = records[0]
-    assert mean["seed"] == "0 1" and mean["n_seeds"] == 2
+    assert mean["seed"] == "0 1" and mean["n_runs"] == 2
+    assert (mean["voice"], mean["data_size"]) == ("pooled", "all")  # an older job dir's axes
     assert mean["step_time_s"] == pytest.approx(0.12)
     assert mean["step_time_s_std"] == pytest.approx(statistics.stdev([0.10, 0.14]))
-    assert mean["mcd_db"] == pytest.approx(6.5)
+    # 95% t interval, n = 2: mean ± t(0.975, 1) s / sqrt(2) = 0.12 ± 12.7062 x 0.02.
+    assert mean["step_time_s_lo"] == pytest.approx(0.12 - 12.7062047 * 0.02, rel=1e-6)
+    assert mean["step_time_s_hi"] == pytest.approx(0.12 + 12.7062047 * 0.02, rel=1e-6)
+    assert mean["mcd_db"] == pytest.approx(6.5)  # eval.json's, no held-out scores
     assert mean["mcd_db_std"] == pytest.approx(math.sqrt(0.5))
     assert mean["trainable_params"] == 72_192
     out = tmp_path / "out"
     write_report(collect([tmp_path]), out)
     md = (out / "table.md").read_text(encoding="utf-8")
-    row = next(line for line in md.splitlines() if line.startswith("| lora r8 decoder"))
-    assert "| 0 1 |" in row
-    assert "| 0.120 ± 0.028 |" in row  # step time
-    assert "| 6.50 ± 0.71 |" in row  # MCD
+    row = next(line for line in md.splitlines() if "| lora r8 decoder |" in line)
+    assert "| 2 |" in row  # runs
+    assert "| 0.120 [-0.134, 0.374] |" in row  # step time
+    assert "| 6.50 [0.15, 12.85] |" in row  # MCD: 6.5 ± 12.7062 x 0.5
     csv_rows = read_csv(out / "table.csv")
     assert [r["seed"] for r in csv_rows] == ["0 1", "0", "1"]
     assert csv_rows[1]["mcd_db"] == 6.0 and csv_rows[1]["mcd_db_std"] is None
+    assert csv_rows[1]["mcd_db_lo"] is None and csv_rows[0]["mcd_db_lo"] == pytest.approx(
+        0.147, abs=1e-3
+    )
 
 
 def test_jobs_differing_in_more_than_the_seed_are_not_averaged(tmp_path: Path) -> None:
@@ -73,7 +81,7 @@ def test_jobs_differing_in_more_than_the_seed_are_not_averaged(tmp_path: Path) -
         write_job(tmp_path, name, seed=seed, config={"train": {"lr": lr}, **log_dir})
     write_job(tmp_path, "f", mode="full", trainable_g=GENERATOR, config={"train": {"lr": 1e-3}})
     table = means(build_table(collect([tmp_path])))
-    assert [(r["variant"], r["n_seeds"]) for r in table] == [
+    assert [(r["variant"], r["n_runs"]) for r in table] == [
         ("full", 1),
         ("lora r8 decoder lr=0.0005", 2),
         ("lora r8 decoder lr=0.001", 1),
@@ -86,13 +94,15 @@ def test_missing_eval_shows_dash(tmp_path: Path) -> None:
     out = tmp_path / "out"
     write_report(collect([tmp_path]), out)
     lines = (out / "table.md").read_text(encoding="utf-8").splitlines()
-    noeval = next(line for line in lines if line.startswith("| lora r8 decoder"))
+    noeval = next(line for line in lines if "| lora r8 decoder |" in line)
     cells = [c.strip() for c in noeval.strip("|").split("|")]
-    assert cells[-4:] == [MISSING] * 4  # MCD, F0 RMSE, SECS, PESQ
-    nan = next(line for line in lines if line.startswith("| lora r8 all"))
+    assert cells[-5:-1] == [MISSING] * 4  # MCD, F0 RMSE, SECS, mel L1
+    assert cells[-1] == MISSING  # early stop: an older run has no summary
+    nan = next(line for line in lines if "| lora r8 all |" in line)
     cells = [c.strip() for c in nan.strip("|").split("|")]
-    assert cells[-4:] == [MISSING, MISSING, MISSING, "2.50"]
-    assert read_csv(out / "table.csv")[1]["mcd_db"] is None
+    assert cells[-5:-1] == [MISSING] * 4
+    table = read_csv(out / "table.csv")
+    assert table[1]["mcd_db"] is None and table[3]["pesq"] == 2.5  # eval.json extras kept
 
 
 def test_best_step_and_no_wall_time_without_the_runs_clock(report: Path) -> None:
@@ -135,7 +145,8 @@ def test_base_size_falls_back_to_fp16_parameter_count(tmp_path: Path) -> None:
 
 
 def test_plots_are_written(report: Path) -> None:
-    for name in ("quality_vs_params.png", "training_curves.png", "storage.png"):
+    assert len(PLOTS) == 5
+    for name in PLOTS:
         data = (report / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 15_000, name
@@ -146,11 +157,14 @@ def test_curves_csv(report: Path) -> None:
     curves = read_csv(report / "curves.csv")
     assert len(curves) == 18
     assert curves[0] == {
+        "voice": None,  # an older job dir: no voice, all the data, no val/mcd column
+        "data_size": "all",
         "variant": "full",
         "model": "tiny",
         "seed": "0",
         "step": 50.0,
         "val_mel": 3.1,
+        "val_mcd": None,
     }
 
 
@@ -176,5 +190,9 @@ def test_unreadable_job_file_names_it(tmp_path: Path) -> None:
 def test_eval_json_values_are_read(report: Path) -> None:
     lora8 = read_csv(report / "table.csv")[3]
     assert lora8["variant"] == "lora r8 decoder" and lora8["kind"] == "run"
-    assert {k: lora8[k] for k in EVAL} == {**EVAL, "mcd_db": 6.3, "secs_target": 0.78, "pesq": 1.7}
+    # Without held-out scores in metrics.json, the quality columns fall back to eval.json.
+    assert (lora8["mcd_db"], lora8["f0_rmse_cents"]) == (6.3, 40.0)
+    assert (lora8["secs"], lora8["mel_l1"]) == (0.78, 0.7)  # secs_target, log_mel_l1
+    extras = ("f0_corr", "vuv_error", "pesq", "secs_source")
+    assert {k: lora8[k] for k in extras} == {k: EVAL[k] if k != "pesq" else 1.7 for k in extras}
     assert json.loads((report.parent / "jobs" / "full" / "eval.json").read_text()) == EVAL

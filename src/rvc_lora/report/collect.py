@@ -4,7 +4,12 @@ A job directory is any folder holding both ``run_info.json`` and ``metrics.json`
 ``rvc_lora.training.run.train`` writes), found recursively under the given roots, so a single run,
 a Hydra multirun folder or a whole ``outputs/`` tree all work. Optional files read too:
 ``.hydra/config.yaml`` (the seed), ``eval.json`` (flat float quality metrics), the CSV logger's
-``metrics.csv`` (validation curve), ``base.pth`` (the run's own random-init base).
+``metrics.csv`` (validation curves), ``base.pth`` (the run's own random-init base).
+
+Runs of issue 18 onwards also carry the axes of the table in ``run_info.json`` (``voice``,
+``d_policy``, ``data``) and, in ``metrics.json``, the final held-out scores (``heldout``), the
+early-stop summary (``early_stop``) and the memory training itself added (``train_memory_mb``).
+Older job dirs still read: voice ``""``, data size ``"all"``, quality from ``eval.json``.
 """
 
 from __future__ import annotations
@@ -34,10 +39,27 @@ EVAL_KEYS = (
     "log_mel_l1",
 )
 VAL_KEY = "val/loss_mel"
+MCD_KEY = "val/mcd"
+# Final held-out scores (metrics.json ``heldout``) -> record keys, and the eval.json key each
+# falls back to for runs made before the held-out set existed.
+HELDOUT_KEYS = {
+    "mcd_db": "mcd_db",
+    "f0_rmse_cents": "f0_rmse_cents",
+    "secs": "secs",
+    "mel_l1": "mel_l1",
+}
+EVAL_FALLBACK = {
+    "mcd_db": "mcd_db",
+    "f0_rmse_cents": "f0_rmse_cents",
+    "secs": "secs_target",
+    "mel_l1": "log_mel_l1",
+}
+ALL_DATA = "all"
 # Columns a CSV log may carry with the seconds since training started; training logs
 # time/wall_s (StepTimer) at every validation.
 WALL_COLUMNS = ("wall_time_s", "time/wall_s", "train/wall_time_s")
 WALL_SOURCE = "the run's clock at that validation"
+EARLY_STOP_SOURCE = "the early-stop callback's clock at its best validation"
 FP16_BYTES = 2
 
 
@@ -50,7 +72,9 @@ class Row:
     """One training job, with the numbers the paper table shows.
 
     Sizes are KB (1024 bytes), times seconds, memory MB. ``None`` is "not measured".
-    ``curve`` holds ``(steps done, val/loss_mel)`` pairs of each validation, in order.
+    ``curve`` holds ``(steps done, val/loss_mel)`` pairs of each validation, in order, and
+    ``mcd_curve`` ``(steps done, val/mcd)`` pairs. ``heldout`` holds the final held-out scores
+    (keys of :data:`HELDOUT_KEYS`) of the adapter the run kept, or eval.json's for older runs.
     """
 
     run_dir: Path
@@ -80,15 +104,32 @@ class Row:
     eval: dict[str, float] = field(default_factory=dict)
     curve: list[tuple[int, float]] = field(default_factory=list)
     config: dict[str, str] = field(default_factory=dict)  # the job's Hydra config, flattened
+    voice: str = ""  # the target voice (cfg.voice); "" for runs without one
+    d_policy: str = ""  # "trained" | "frozen"
+    max_seconds: float | None = None  # data.max_seconds; None = all the training audio
+    data_s: float | None = None  # seconds of training audio used
+    train_memory_mb: float | None = None
+    stopped_step: int | None = None  # the early stop's step; None = ran to max_steps
+    early_stop: bool = False  # the run has an early-stop summary (stopped_step means something)
+    heldout: dict[str, float] = field(default_factory=dict)
+    heldout_items: str = ""  # "test" (items not used for monitoring) | "all" | "" (eval.json)
+    mcd_curve: list[tuple[int, float]] = field(default_factory=list)
     settings: tuple[str, ...] = ()  # "lr=0.001": what sets it apart from its variant's others
 
     @property
     def variant(self) -> str:
-        """``"full"`` or ``"lora r8 decoder"`` (plus ``dora``/``rslora`` when used, and the
-        settings that set the job apart from others of that name, like ``lr=0.001``)."""
+        """``"full"``, ``"full (D frozen)"`` or ``"lora r8 decoder"`` (plus ``dora``/``rslora``
+        when used, and the settings that set the job apart from others of that name, like
+        ``lr=0.001``)."""
         if self.mode == "full":
-            return " ".join(["full", *self.settings])
+            name = "full (D frozen)" if self.d_policy == "frozen" else "full"
+            return " ".join([name, *self.settings])
         return " ".join(["lora", f"r{self.rank}", str(self.preset), *self.flags, *self.settings])
+
+    @property
+    def data_size(self) -> str:
+        """The data-size axis label: ``"15 s"`` for ``data.max_seconds=15``, else ``"all"``."""
+        return ALL_DATA if self.max_seconds is None else f"{self.max_seconds:g} s"
 
     @property
     def lr(self) -> float | None:
@@ -206,9 +247,36 @@ def read_job(run_dir: str | os.PathLike[str]) -> Row:
     if mode != "full":
         _own_base(row, model)
     row.eval = _read_eval(run_dir / "eval.json")
-    row.curve, wall_at = _read_curve(run_dir)
+    row.curve, row.mcd_curve, wall_at = _read_curve(run_dir)
+    _axes(row, info, config)
+    _heldout(row, metrics)
+    row.train_memory_mb = _number(metrics.get("train_memory_mb"))
     _best(row, metrics, wall_at)
     return row
+
+
+def _axes(row: Row, info: dict[str, Any], config: dict[str, Any]) -> None:
+    """Voice, discriminator policy and training audio: run_info.json, else the config."""
+    voice = info.get("voice", config.get("voice"))
+    row.voice = voice if isinstance(voice, str) else ""
+    policy = info.get("d_policy") or (config.get("discriminator") or {}).get("policy")
+    # Without a record, the defaults of train.yaml: lora=full trains D, LoRA keeps it frozen.
+    row.d_policy = str(policy or ("trained" if row.mode == "full" else "frozen"))
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    seconds = data.get("max_seconds", (config.get("data") or {}).get("max_seconds"))
+    row.max_seconds = _number(seconds)
+    row.data_s = _number(data.get("seconds"))
+
+
+def _heldout(row: Row, metrics: dict[str, Any]) -> None:
+    """Final held-out scores from metrics.json, else eval.json's (runs before the held-out set)."""
+    heldout = metrics.get("heldout")
+    if isinstance(heldout, dict):
+        values = {k: _number(heldout.get(src)) for k, src in HELDOUT_KEYS.items()}
+        row.heldout_items = str(heldout.get("items") or "")
+    else:
+        values = {k: row.eval.get(src) for k, src in EVAL_FALLBACK.items()}
+    row.heldout = {k: v for k, v in values.items() if v is not None}
 
 
 def _hydra_config(run_dir: Path) -> dict[str, Any]:
@@ -237,6 +305,8 @@ _NOT_SETTINGS = (
     "seed", "task_name", "ckpt_path", "paths.", "hydra.", "logger.", "callbacks.",
     "data.progress", "data.num_workers", "data.prepare_workers", "data.cache_dir",
     "trainer.log_every_n_steps",
+    # Axes of the table, not settings of a variant: cells are (voice, data size, variant).
+    "voice", "data.input_dir", "data.heldout_dir", "data.max_seconds", "data.subset_seed",
 )  # fmt: skip
 
 
@@ -292,16 +362,20 @@ def csv_log(run_dir: Path) -> Path | None:
     return logs[-1] if logs else None
 
 
-def _read_curve(run_dir: Path) -> tuple[list[tuple[int, float]], dict[int, float]]:
-    """Validation curve and, where the log has a wall-time column, seconds at each step.
+def _read_curve(
+    run_dir: Path,
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[int, float]]:
+    """Validation curves (val mel, val MCD) and, where the log has a wall-time column, seconds
+    at each step.
 
     Lightning's CSV ``step`` is 0-based: a validation after 10 optimisation steps is logged at
     step 9, so steps done = step + 1.
     """
     path = csv_log(run_dir)
     if path is None:
-        return [], {}
+        return [], [], {}
     curve: list[tuple[int, float]] = []
+    mcd: list[tuple[int, float]] = []
     wall_at: dict[int, float] = {}
     with open(path, newline="", encoding="utf-8") as f:
         for rec in csv.DictReader(f):
@@ -316,7 +390,10 @@ def _read_curve(run_dir: Path) -> tuple[list[tuple[int, float]], dict[int, float
             val = _parse(rec.get(VAL_KEY))
             if val is not None:
                 curve.append((done, val))
-    return curve, wall_at
+            val = _parse(rec.get(MCD_KEY))
+            if val is not None:
+                mcd.append((done, val))
+    return curve, mcd, wall_at
 
 
 def _parse(text: str | None) -> float | None:
@@ -328,7 +405,11 @@ def _parse(text: str | None) -> float | None:
 
 
 def _best(row: Row, metrics: dict[str, Any], wall_at: dict[int, float]) -> None:
-    """Best val mel, the step it was reached at and the wall time until then."""
+    """Best val mel, the best step and the wall time until then: the early-stop summary's where
+    the run has one (its monitor decides which adapter is kept), else the val mel curve's."""
+    stop = metrics.get("early_stop")
+    if isinstance(stop, dict):
+        row.early_stop, row.stopped_step = True, _int(stop.get("stopped_step"))
     if row.curve:
         row.val_mel_first = row.curve[0][1]
         row.best_step, best = min(row.curve, key=lambda sv: sv[1])  # earliest among ties
@@ -340,9 +421,18 @@ def _best(row: Row, metrics: dict[str, Any], wall_at: dict[int, float]) -> None:
         row.val_mel = score if score is not None else row.val_mel
     if row.val_mel is None:
         row.val_mel = _number(metrics.get(VAL_KEY))
+    # A checkpoint monitor on held-out MCD (no early-stop summary) keeps the MCD-best step.
+    if metrics.get("best_monitor") == MCD_KEY and row.mcd_curve:
+        row.best_step = min(row.mcd_curve, key=lambda sv: sv[1])[0]
     if row.best_step is None and metrics.get("best_checkpoint"):
         found = re.search(r"step(\d+)", Path(str(metrics["best_checkpoint"])).name)
         row.best_step = int(found.group(1)) if found else None
+    if isinstance(stop, dict) and _int(stop.get("best_step")) is not None:
+        row.best_step = _int(stop.get("best_step"))
+        wall = _number(stop.get("best_wall_s"))
+        if wall is not None:
+            row.wall_to_best_s, row.wall_to_best_source = wall, EARLY_STOP_SOURCE
+            return
     if row.best_step is None:
         return
     # Only the run's own clock: steps x median step time leaves out validation, data loading

@@ -7,7 +7,7 @@ renders them and fails when README.md differs.
 
 | block | results file | written by |
 |---|---|---|
-| ``PAPER_TABLE`` | ``paper_table/table.csv`` + ``run.json`` | ``make reproduce-paper-table`` |
+| ``PAPER_TABLE`` | ``paper_table/table.csv`` + ``run.json`` (+ its PNGs) | ``make reproduce-paper-table`` |
 | ``LR_GRID`` | ``lr_grid/table.csv`` + ``run.json`` | ``make lr-grid`` |
 | ``LORA_SIZES`` | ``lora_sizes/table.md`` + ``run.json`` | ``scripts/lora_size_table.py`` |
 | ``DEMO_RESULT`` | ``demo.json`` | ``make demo`` |
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from rvc_lora.report.claims import claims_markdown
-from rvc_lora.report.table import Record, markdown_table, means, read_csv
+from rvc_lora.report.plots import README_PLOTS
+from rvc_lora.report.table import Record, cell_means, markdown_table, read_csv, voices
 from rvc_lora.utils.errors import RvcLoraError
 
 RENDERED_BY = "make readme-tables"
@@ -76,21 +77,45 @@ def provenance(run: dict[str, Any], source: str) -> str:
     return line
 
 
+PLOT_TITLES = {
+    "quality_vs_data_size.png": "held-out MCD against seconds of training audio",
+    "quality_vs_wall.png": "held-out MCD against wall time to the best validation",
+    "overtraining.png": "val MCD per step by data size, early stops marked",
+}
+
+
 def paper_table(results: Path) -> list[str]:
+    """Pooled table, the "Is LoRA worth it" section, the claims and the plots that exist."""
+    from rvc_lora.report.worth import worth_it_markdown
+
     folder = results / "paper_table"
     run = _read_json(folder / "run.json", "make reproduce-paper-table")
     records = read_csv(_read(folder / "table.csv", "make reproduce-paper-table"))
-    seeds = sorted({s for r in means(records) for s in str(r.get("seed") or "").split()})
+    seeds = sorted({s for r in cell_means(records) for s in str(r.get("seed") or "").split()})
+    names = voices(records) or sorted(
+        {str(r["voice"]) for r in records if r.get("voice")} - {"pooled"}
+    )
+    over = f" and voices {', '.join(names)}" if names else ""
     claims = claims_markdown(records)
+    # Only the PNGs the run copied: a link to a missing file would render as a broken image.
+    plots = [
+        f"![{PLOT_TITLES[name]}](results/paper_table/{name})"
+        for name in README_PLOTS
+        if (folder / name).is_file()
+    ]
     return [
         provenance(run, "results/paper_table/table.csv"),
         "",
-        f"Cells are means ± sample standard deviation over seeds {', '.join(seeds) or '–'}.",
+        f"Cells are means [95% t interval] over the runs of seeds {', '.join(seeds) or '–'}"
+        f"{over}, pooled over voices; held-out scores of the adapter each run kept.",
         "",
         *markdown_table(records),
         "",
+        *worth_it_markdown(records),
+        "",
         "Claims of the earlier RVC-LoRA attempt, checked by `rvc_lora.report.claims`:",
         *claims[1:],
+        *(["", *plots] if plots else []),
     ]
 
 
@@ -108,7 +133,7 @@ def _num(rec: Record, key: str, fmt: str) -> str:
 def lr_grid(results: Path) -> list[str]:
     folder = results / "lr_grid"
     run = _read_json(folder / "run.json", "make lr-grid")
-    rows = means(read_csv(_read(folder / "table.csv", "make lr-grid")))
+    rows = cell_means(read_csv(_read(folder / "table.csv", "make lr-grid")))
     names = list(dict.fromkeys(_lr_name(r) for r in rows))
     lrs = sorted({float(r["lr"]) for r in rows if r.get("lr") is not None})
     cells = {(_lr_name(r), float(r["lr"])): r for r in rows if r.get("lr") is not None}
@@ -136,7 +161,9 @@ def lr_grid(results: Path) -> list[str]:
                 _num(rec, k, f)
                 for k, f in (("val_mel", ".3f"), ("mcd_db", ".2f"), ("f0_rmse_cents", ".0f"))
             )
-            text += f" / {_num(rec, 'secs_target', '.3f')}"
+            # SECS: the held-out score (tables from issue 18 on), else eval.json's.
+            secs = "secs" if rec.get("secs") is not None else "secs_target"
+            text += f" / {_num(rec, secs, '.3f')}"
             row.append(f"**{text}**" if best[name] == lr else text)
         lines.append("| " + " | ".join(row) + " |")
     return lines

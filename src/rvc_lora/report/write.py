@@ -1,4 +1,9 @@
-"""The report folder: ``table.csv``, ``curves.csv``, ``table.md`` and the PNGs, all atomic."""
+"""The report folder: ``table.csv``, ``curves.csv``, ``table.md`` and the PNGs, all atomic.
+
+``table.md``: the pooled table (every voice's runs per data size and variant), the per-voice
+table, notes on how each column was measured, the generated "Is LoRA worth it" section, the
+earlier attempt's claims and the list of plots.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rvc_lora.report.claims import claims_markdown
-from rvc_lora.report.collect import Row
+from rvc_lora.report.collect import EARLY_STOP_SOURCE, Row
 from rvc_lora.report.plots import PLOTS, write_plots
 from rvc_lora.report.table import (
     CURVE_COLUMNS,
     N_VOICES,
     Record,
     build_table,
+    cell_means,
     curve_records,
     markdown_table,
     means,
     to_csv,
+    voice_table,
+    voices,
 )
+from rvc_lora.report.worth import worth_it_markdown
 from rvc_lora.utils.atomic import atomic_write_text
 
 WALL_TO_BEST = {
     "the run's clock at that validation": (
         "the run's own clock (time/wall_s in its CSV log) at that validation; runs without it "
         "show – (not estimated)"
+    ),
+    EARLY_STOP_SOURCE: (
+        "the early-stop callback's summary (best_wall_s in metrics.json): seconds from the "
+        "first training step to the validation whose adapter the run kept"
     ),
 }
 
@@ -47,37 +60,59 @@ def notes(records: Sequence[Record]) -> list[str]:
     return [
         "Notes:",
         "",
+        "- cells: (voice, data size, variant); the pooled table takes every voice's runs of a "
+        "data size and variant together. Values are means over runs with the 95% t interval "
+        "over runs, `mean [lo, hi]` (none with one run); per-run rows are in table.csv "
+        "(kind = run).",
+        "- data: `data.max_seconds` (a subset of the training slices by seed, nested across "
+        "sizes); audio (s): seconds of training audio the runs used.",
         "- trainable params: generator elements that train (the full baseline also trains the "
         "discriminator, which is not stored and not counted); % of G: of the bare generator's "
         f"elements, taken from {'; '.join(denominators)}.",
         f"- storage for N voices: LoRA = one base + N x adapter, full = N x generator.pth; "
         f"base size used: {'; '.join(bases)}.",
-        "- step time: median optimisation step; peak mem: CUDA allocator peak on GPU, else the "
-        "process's max RSS.",
-        "- wall to best: time from the start of training to the validation with the lowest "
-        f"val/loss_mel, from {'; '.join(walls) or 'nothing: no run logged its clock (time/wall_s), not measured'}.",
-        "- val mel: lowest val/loss_mel over the validations; MCD, F0 RMSE, SECS (speaker "
-        "similarity to the target) and PESQ come from eval.json; – = not measured.",
-        "- quality ratio (claim c): full's MCD / LoRA's (val mel where MCD is missing) and "
-        "LoRA's SECS / full's; 100% = as good as full fine-tuning.",
+        "- time and memory count training only, from the first training step (data "
+        "preparation excluded). step time: median optimisation step; train mem: peak memory "
+        "(CUDA allocator peak on GPU, else the process's RSS) minus the RSS measured at the "
+        "first training step, what training itself added.",
+        "- wall to best: time from the first training step to the best validation, from "
+        f"{'; '.join(walls) or 'nothing: no run logged its clock (time/wall_s), not measured'}.",
+        "- quality (MCD, F0 RMSE, SECS = speaker similarity to the target's own utterance, "
+        "mel L1): final held-out scores of the adapter the run kept, on the target voice's "
+        "held-out sentences not used for early stopping (eval.json for runs before held-out "
+        "sets); – = not measured.",
+        "- early stop: runs the overtraining detector stopped, of all runs, at the mean step "
+        "it stopped.",
     ]
 
 
 def markdown_document(records: Sequence[Record]) -> str:
     """The whole ``table.md``."""
-    rows = means(records)
+    pooled = cell_means(records)
     n_jobs = sum(1 for r in records if r.get("kind") == "run")
-    models = ", ".join(dict.fromkeys(r["model"] for r in rows))
+    models = ", ".join(dict.fromkeys(r["model"] for r in pooled))
+    names = voices(records) or list(
+        dict.fromkeys(str(r["voice"]) for r in records if r.get("kind") == "run" and r.get("voice"))
+    )
+    over = ", ".join(names) if names else "one target voice"
     lines = [
         "# Paper table",
         "",
-        f"{n_jobs} job{'s' * (n_jobs != 1)}, {len(rows)} variant{'s' * (len(rows) != 1)}, "
-        f"model {models}. Values are means over seeds "
-        "± sample standard deviation (n-1); per-seed rows are in table.csv (kind = run).",
+        f"{n_jobs} job{'s' * (n_jobs != 1)}, {len(pooled)} cell{'s' * (len(pooled) != 1)} "
+        f"(data size x variant), model {models}, voices: {over}.",
+        "",
+        "## Pooled over voices",
         "",
         *markdown_table(records),
+    ]
+    per_voice = voice_table(records)
+    if per_voice:
+        lines += ["", "## Per voice", "", *per_voice]
+    lines += [
         "",
         *notes(records),
+        "",
+        *worth_it_markdown(records),
         "",
         *claims_markdown(records),
         "",
