@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -41,7 +42,14 @@ from rvc_lora.training.losses import (
     generator_total_streaming,
 )
 from rvc_lora.training.media import log_media, mel_image
-from rvc_lora.training.quality import ValQuality
+from rvc_lora.training.quality import (
+    VAL_F0_RMSE,
+    VAL_MCD,
+    VAL_SECS,
+    ValQuality,
+    finite_means,
+    score_item,
+)
 from rvc_lora.utils.atomic import atomic_torch_save
 from rvc_lora.utils.determinism import seed_step
 from rvc_lora.utils.errors import CheckpointError, ConfigError
@@ -108,8 +116,9 @@ class VoiceConversionModule(L.LightningModule):
         grad_clip: max gradient norm per optimiser; None (default, as RVC) only measures it
             (logged as ``train/grad_norm_g`` / ``_d``) and leaves the gradients untouched.
         log_audio: send validation audio and a mel image to loggers that take media.
-        val_metric_items: validation items per epoch that also get ``val/mcd`` and
-            ``val/f0_rmse`` (:mod:`rvc_lora.training.quality`); 0 turns them off.
+        val_metric_items: validation items per epoch that also get ``val/mcd``,
+            ``val/f0_rmse`` and ``val/secs`` (:mod:`rvc_lora.training.quality`); 0 turns them
+            off.
         seed: base of the per-step RNG seeds (see ``training.determinism``); None takes the seed
             the process was seeded with (``L.seed_everything(cfg.seed)`` in ``train``) at fit
             start. A resumed fit continues with the seed stored in its checkpoint.
@@ -533,7 +542,8 @@ class VoiceConversionModule(L.LightningModule):
         self.val_quality.reset()
 
     def on_validation_epoch_end(self) -> None:
-        """``val/mcd`` (dB) and ``val/f0_rmse`` (cents) over the items scored this epoch."""
+        """``val/mcd`` (dB), ``val/f0_rmse`` (cents) and ``val/secs`` over the items scored
+        this epoch."""
         if self.val_quality.limit == 0 or self.trainer.sanity_checking:
             return
         # Logged on every rank, NaN where nothing was defined, so DDP's reduction never waits
@@ -541,12 +551,18 @@ class VoiceConversionModule(L.LightningModule):
         for key, value in self.val_quality.means().items():
             self.log(key, value, sync_dist=True)  # a float: Lightning puts it on our device
 
-    def validation_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> torch.Tensor:
-        """``val/loss_mel``: L1 between the target log-mel and the log-mel of ``infer``'s output
-        (prior path, as used at conversion time) over the valid frames. The first items of the
-        epoch are also scored for ``val/mcd`` and ``val/f0_rmse`` (logged at its end)."""
+    def _val_forward(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Validation's conversion of a batch and its masked mel error, shared by
+        :meth:`validation_step` and :meth:`score_items`.
+
+        Returns:
+            ``audio`` ``[B, 1, T_out]`` (``infer``'s output, prior noise seeded by
+            ``batch_idx``), ``y_mel`` ``[B, M, T]``, ``y_hat_mel`` ``[B, M, T']``, ``diff`` (the
+            absolute log-mel error on valid frames, 0 elsewhere) ``[B, M, t]`` and ``mask``
+            ``[B, 1, t]`` with ``t = min(T, T')``.
+        """
         g, lengths = self.generator, batch["lengths"]
         pitch, pitchf = (batch["pitch"], batch["pitchf"]) if g.f0 else (None, None)
         kind = self.device.type
@@ -555,15 +571,26 @@ class VoiceConversionModule(L.LightningModule):
             # fixed prior noise each epoch; the training RNG streams are restored afterwards
             torch.manual_seed(VAL_SEED + batch_idx)
             audio, _, _ = g.infer(batch["phone"], lengths, pitch, pitchf, batch["sid"])
-        y_hat_mel = self._mel_of_wav(audio)  # [B, M, T]
+        y_hat_mel = self._mel_of_wav(audio)  # [B, M, T']
         y_mel = self._mel_of_spec(batch["spec"])  # [B, M, T]
         t = min(y_mel.shape[-1], y_hat_mel.shape[-1])
         mask = sequence_mask(lengths, t).unsqueeze(1).to(y_mel.dtype)  # [B, 1, t]
-        diff = (y_mel[..., :t] - y_hat_mel[..., :t]).abs() * mask
+        diff = (y_mel[..., :t] - y_hat_mel[..., :t]).abs() * mask  # [B, M, t]
+        return audio, y_mel, y_hat_mel, diff, mask
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> torch.Tensor:
+        """``val/loss_mel``: L1 between the target log-mel and the log-mel of ``infer``'s output
+        (prior path, as used at conversion time) over the valid frames. The first items of the
+        epoch are also scored for ``val/mcd``, ``val/f0_rmse`` and ``val/secs`` (logged at its
+        end)."""
+        lengths = batch["lengths"]
+        audio, y_mel, y_hat_mel, diff, mask = self._val_forward(batch, batch_idx)
         loss = diff.sum() / (mask.sum() * y_mel.shape[1]).clamp(min=1.0)
         self.log("val/loss_mel", loss, sync_dist=True, prog_bar=True, batch_size=len(lengths))
         if not self.trainer.sanity_checking:
-            c = g.config
+            c = self.generator.config
             self.val_quality.add_batch(audio, batch["wav"], lengths, c.hop_length, c.sr)
         if (
             self.log_audio
@@ -573,6 +600,57 @@ class VoiceConversionModule(L.LightningModule):
         ):
             self._log_media(batch, audio, y_mel, y_hat_mel)
         return loss
+
+    @torch.no_grad()
+    def score_items(self, loader: Iterable[dict[str, torch.Tensor]], skip: int = 0) -> dict:
+        """Scores of the current weights on a validation loader's items after the first
+        ``skip`` (those validation monitored); on all of them when there are no others.
+
+        The same conversion as :meth:`validation_step` (eval mode, prior noise seeded by the
+        batch index, no gradients): ``mel_l1`` is the log-mel L1 over the scored items' valid
+        frames (``val/loss_mel``'s maths), ``mcd_db``, ``f0_rmse_cents`` and ``secs`` are means
+        over the items where each is defined (:func:`rvc_lora.training.quality.score_item`).
+
+        Args:
+            loader: batches as the validation loader yields them, in its order.
+            skip: leading items left out (``val_metric_items``).
+        Returns:
+            ``{"mcd_db", "f0_rmse_cents", "secs", "mel_l1", "n_items", "items"}``, ``items``
+            being ``"test"`` (items after ``skip``) or ``"all"``.
+        """
+        batches = list(loader)  # the item count decides what is scored before any is scored
+        total = sum(len(b["lengths"]) for b in batches)
+        first = skip if total > skip else 0
+        c, was_training = self.generator.config, self.training
+        diff_sum, weight, scores, seen = 0.0, 0.0, [], 0
+        self.eval()
+        try:
+            for batch_idx, batch in enumerate(batches):
+                batch = {
+                    k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()
+                }
+                audio, y_mel, _, diff, mask = self._val_forward(batch, batch_idx)
+                for i, frames in enumerate(batch["lengths"].tolist()):
+                    seen += 1
+                    if seen <= first:
+                        continue
+                    diff_sum += float(diff[i].sum())
+                    weight += float(mask[i].sum()) * y_mel.shape[1]
+                    n = min(frames * c.hop_length, audio.shape[-1], batch["wav"].shape[-1])
+                    conv = audio[i, 0, :n].float().cpu().numpy()
+                    ref = batch["wav"][i, 0, :n].float().cpu().numpy()
+                    scores.append(score_item(conv, ref, c.sr, self.val_quality.embeddings))
+        finally:
+            self.train(was_training)
+        means = finite_means(scores)
+        return {
+            "mcd_db": means[VAL_MCD],
+            "f0_rmse_cents": means[VAL_F0_RMSE],
+            "secs": means[VAL_SECS],
+            "mel_l1": diff_sum / weight if weight > 0 else math.nan,
+            "n_items": len(scores),
+            "items": "test" if first else "all",
+        }
 
     def _log_media(self, batch, audio, y_mel, y_hat_mel) -> None:
         if not self.loggers:
