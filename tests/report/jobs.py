@@ -179,3 +179,60 @@ def paper_jobs(root: Path) -> list[Path]:
             eval_metrics={**EVAL, "mcd_db": 6.20, "secs_target": 0.790, "pesq": float("nan")},
         ),
     ]
+
+
+AXES_VOICES = ("bdl", "slt")
+AXES_SIZES = (15.0, None)  # data.max_seconds: "15 s", "all"
+AXES_SEEDS = (0, 1)
+# Held-out MCD = variant base + size offset + voice offset + 0.2 x seed (known pooled means).
+AXES_MCD = {"full": 6.0, "full (D frozen)": 6.2, "lora r8 decoder": 6.3}
+AXES_SIZE_MCD = {15.0: 0.5, None: 0.0}
+AXES_VOICE_MCD = {"bdl": 0.0, "slt": 0.4}
+AXES_MEMORY = {"full": 300.0, "full (D frozen)": 200.0, "lora r8 decoder": 100.0}
+
+
+def axes_jobs(root: Path) -> list[Path]:
+    """Issue-18 job dirs: 2 voices x 2 data sizes x 2 seeds x (full, full with D frozen,
+    lora r8 decoder), with held-out scores, early-stop summaries and val/mcd curves.
+
+    Seed 1 stops early at step 200; seed 0 runs to the end. Wall to best = 20 s + 2 s x seed.
+    """
+    jobs = []
+    for voice in AXES_VOICES:
+        for size in AXES_SIZES:
+            for seed in AXES_SEEDS:
+                for variant, base in AXES_MCD.items():
+                    mcd = base + AXES_SIZE_MCD[size] + AXES_VOICE_MCD[voice] + 0.2 * seed
+                    full = variant.startswith("full")
+                    kind = {
+                        "mode": "full" if full else "lora",
+                        "trainable_g": GENERATOR if full else 72_192,
+                        "artifact_kb": 2902.7 if full else 153.7,
+                        "d_policy": "frozen" if variant != "full" else "trained",
+                        "config": {"train": {"lr": 2e-3 if full else 4e-3}},
+                    }
+                    name = f"{voice}_{size}_{seed}_{variant.replace(' ', '_')}"
+                    heldout = {"mcd_db": mcd, "f0_rmse_cents": 40.0 + seed, "secs": 0.80,
+                               "mel_l1": 0.70, "n_items": 4, "items": "test"}  # fmt: skip
+                    stop = {
+                        "monitor": "val/mcd", "mode": "min", "patience": 3, "min_delta": 0.05,
+                        "best": 6.5, "best_step": 150 + 50 * seed, "best_wall_s": 20.0 + 2 * seed,
+                        "stopped_step": 200 if seed else None, "reason": "test",
+                    }  # fmt: skip
+                    jobs.append(
+                        write_job(
+                            root,
+                            name,
+                            seed=seed,
+                            voice=voice,
+                            max_seconds=size,
+                            data_s=(14.5 if voice == "bdl" else 14.8) if size else 180.0,
+                            heldout=heldout,
+                            early_stop=stop,
+                            train_memory_mb=AXES_MEMORY[variant] + seed,
+                            mcd_curve=(9.0, 8.0, 7.0, 6.5, 6.6, 6.7),
+                            wall_every_s=10.0,
+                            **kind,
+                        )
+                    )
+    return jobs
