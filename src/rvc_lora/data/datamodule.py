@@ -25,9 +25,11 @@ from rvc_lora.data.features_cache import (
 )
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
+from rvc_lora.data.subset import seconds, select_subset
 from rvc_lora.spectral import RVC_RELEASE, MelNumerics, linear_spectrogram
 from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
+from rvc_lora.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,9 @@ def _overlap(a: PreparedItem, b: PreparedItem) -> bool:
 class VoiceDataModule(L.LightningDataModule):
     """One voice's recordings -> cached features -> RVC batches.
 
-    ``prepare_data`` slices and extracts once (cached); ``setup`` splits by source file.
+    ``prepare_data`` slices and extracts once (cached); ``setup`` splits by source file, or,
+    with ``heldout_dir``, validates on that folder and trains on every file of ``input_dir``;
+    then ``max_seconds`` keeps a subset of the training slices (:func:`select_subset`).
 
     Args:
         input_dir: folder of recordings (searched recursively).
@@ -203,6 +207,10 @@ class VoiceDataModule(L.LightningDataModule):
         sample_rate, hop_length, n_fft: the model's audio settings.
         version: content features: ``v1`` (256-d) or ``v2`` (768-d).
         mel_numerics: the spectrogram eps of the items' ``spec`` (``features.mel_numerics``).
+        max_seconds: train on at most this much audio (``None``: all of it).
+        subset_seed: picks that audio (``None``: ``seed``); one seed's subsets are nested.
+        heldout_dir: a folder of the same voice's held-out sentences, validated on in sorted
+            order (``None``: validation is split from ``input_dir`` by ``val_fraction``).
     """
 
     def __init__(
@@ -228,6 +236,9 @@ class VoiceDataModule(L.LightningDataModule):
         progress: bool = True,
         slicer: SlicerConfig | None = None,
         mel_numerics: str = "rvc_release",
+        max_seconds: float | None = None,
+        subset_seed: int | None = None,
+        heldout_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.input_dir, self.cache_dir = Path(input_dir), Path(cache_dir)
@@ -246,7 +257,12 @@ class VoiceDataModule(L.LightningDataModule):
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.max_frames, self.num_workers = max_frames, num_workers
         self.prepare_workers, self.speaker_id, self.progress = prepare_workers, speaker_id, progress
+        self.max_seconds = max_seconds
+        self.subset_seed = seed if subset_seed is None else subset_seed
+        self.heldout_dir = None if heldout_dir is None else Path(heldout_dir)
         self.report: PrepareReport | None = None
+        self.heldout_report: PrepareReport | None = None
+        self.available_items: list[PreparedItem] = []  # training side before max_seconds
         self.speakers: list[str] = []  # top-level folders when speaker_id == "folder"
         self.train_items: list[PreparedItem] = []
         self.val_items: list[PreparedItem] = []
@@ -261,26 +277,47 @@ class VoiceDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        files = find_audio_files(self.input_dir)
-        report = self.builder().build(self.input_dir, files)
+        self.report = self._build(self.input_dir, "data.input_dir")
+        if self.heldout_dir is not None:  # same builder: same cache, settings and checks
+            self.heldout_report = self._build(self.heldout_dir, "data.heldout_dir")
+
+    def _build(self, folder: Path, key: str) -> PrepareReport:
+        where = str(folder) if key == "data.input_dir" else f"{folder} ({key})"
+        if key != "data.input_dir" and not folder.is_dir():  # find_audio_files names input_dir
+            raise ConfigError(f"{where}: folder does not exist; set {key} to a folder or null")
+        files = find_audio_files(folder)
+        report = self.builder().build(folder, files)
         if not report.items:
             detail = "; ".join(r for _, r in report.skipped[:3])
             raise NoUsableAudioError(
-                f"{self.input_dir}: no usable audio in {len(files)} files"
+                f"{where}: no usable audio in {len(files)} files"
                 f"{' (' + detail + ')' if detail else ''}; add WAV/FLAC recordings of the voice, "
                 f"at least a few seconds of speech each"
             )
-        log.info("prepared %s", report.summary())
-        self.report = report
+        log.info("prepared %s: %s", key, report.summary())
+        return report
 
     def setup(self, stage: str | None = None) -> None:
-        if self.report is None:  # e.g. another process ran prepare_data: cheap cached re-run
-            self.prepare_data()
+        if self.report is None or (self.heldout_dir is not None and self.heldout_report is None):
+            self.prepare_data()  # e.g. another process ran prepare_data: cheap cached re-run
         assert self.report is not None
-        self.train_items, self.val_items = split_by_source(
-            self.report.items, self.val_fraction, self.seed
-        )
+        if self.heldout_report is not None:
+            _check_no_leak(self.report.items, self.heldout_report.items, self.heldout_dir)
+            # Stable sort: a file's slices stay in time order; validation order is fixed.
+            self.available_items = list(self.report.items)
+            self.val_items = sorted(self.heldout_report.items, key=lambda i: i.source)
+        else:
+            self.available_items, self.val_items = split_by_source(
+                self.report.items, self.val_fraction, self.seed
+            )
+        self.train_items = select_subset(self.available_items, self.max_seconds, self.subset_seed)
+        log.info("%s", self._subset_line())
         if self.speaker_id == "folder":
+            if self.heldout_report is not None:
+                raise ConfigError(
+                    f"data.heldout_dir={self.heldout_dir} holds one target voice's sentences; "
+                    f"with data.speaker_id=folder (multi-speaker) leave it null"
+                )
             self.speakers = sorted({_top_folder(i.source) for i in self.report.items})
             log.info(
                 "speakers by folder: %s", ", ".join(f"{n}={s}" for n, s in enumerate(self.speakers))
@@ -290,6 +327,31 @@ class VoiceDataModule(L.LightningDataModule):
                 f"data.speaker_id={self.speaker_id!r}: use an integer (one voice) or 'folder' "
                 f"(one speaker per top-level folder of {self.input_dir}, for multi-speaker pretraining)"
             )
+
+    def _subset_line(self) -> str:
+        used, avail = seconds(self.train_items), seconds(self.available_items)
+        which = "all" if self.max_seconds is None else f"subset seed {self.subset_seed}"
+        return (
+            f"training on {used:.1f} s of {avail:.1f} s ({len(self.train_items)} of "
+            f"{len(self.available_items)} slices, {which})"
+        )
+
+    def data_summary(self) -> dict:
+        """What this run trains on, for ``run_info.json`` (``data``); call after ``setup``.
+
+        ``seconds``: training audio used; ``available_seconds``: the training audio before
+        ``max_seconds`` (without ``heldout_dir``, the training side of the split).
+        """
+        return {
+            "input_dir": str(self.input_dir),
+            "heldout_dir": None if self.heldout_dir is None else str(self.heldout_dir),
+            "max_seconds": self.max_seconds,
+            "subset_seed": self.subset_seed,
+            "seconds": seconds(self.train_items),
+            "available_seconds": seconds(self.available_items),
+            "n_slices": len(self.train_items),
+            "n_sources": len({i.source for i in self.train_items}),
+        }
 
     def speaker_ids(self, items: list[PreparedItem]) -> int | list[int]:
         """The ``sid`` of each item: ``speaker_id``, or the index of its top-level folder."""
@@ -336,6 +398,28 @@ class VoiceDataModule(L.LightningDataModule):
             collate_fn=collate_voice,
             num_workers=self.num_workers,
         )
+
+
+def _check_no_leak(
+    train: list[PreparedItem], heldout: list[PreparedItem], heldout_dir: Path | None
+) -> None:
+    """A held-out file with the same bytes as a training file would score training audio.
+
+    Slice ids start with the source file's content hash (``<sha256[:16]>-<prep key>-<n>``),
+    so comparing them costs nothing: no audio is read again.
+    """
+    train_files = {_file_key(i): i.source for i in train}
+    for item in heldout:
+        twin = train_files.get(_file_key(item))
+        if twin is not None:
+            raise ConfigError(
+                f"{heldout_dir}/{item.source} (data.heldout_dir) is the same audio as {twin} in "
+                f"data.input_dir: validation would score training audio; remove it from one folder"
+            )
+
+
+def _file_key(item: PreparedItem) -> str:
+    return item.item_id.rsplit("-", 1)[0]
 
 
 def _top_folder(source: str) -> str:
