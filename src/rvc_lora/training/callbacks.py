@@ -192,11 +192,15 @@ class StepTimer(L.Callback):
     """The run's timing: wall time of each training batch (data to optimiser step), and the
     run's own clock at each validation.
 
-    The clock (seconds since fit start, set-up, data loading and validations included) is logged
-    as ``time/wall_s`` at the end of every validation, beside ``val/loss_mel`` in the curves the
+    The clock starts when the first training batch starts: data preparation (slicing, HuBERT
+    and F0 extraction on a cold cache), model set-up and the sanity check are left out, so
+    runs compare by the time they spent training, however warm their feature cache was. What
+    came before is kept in :attr:`prepare_s` (fit start to the first training batch). Data
+    loading and validations after that are on the clock. The clock is logged as
+    ``time/wall_s`` at the end of every validation, beside ``val/loss_mel`` in the curves the
     loggers write, and kept in :attr:`val_wall_s`. It travels in checkpoints: a resumed run's
     clock continues from the time its checkpoint was written (the minutes between that and the
-    kill are not counted).
+    kill, and the resumed process's own preparation, are not counted).
 
     The first ``warmup`` batches are left out of the step times: they include allocator growth
     and kernel choice. On CUDA the clock waits for the device so that asynchronous kernels are
@@ -211,25 +215,31 @@ class StepTimer(L.Callback):
         self.val_wall_s: dict[int, float] = {}  # optimisation steps done -> seconds
         self._seen = 0
         self._start = 0.0
-        self._fit_start: float | None = None
+        self._fit_begin: float | None = None  # on_fit_start
+        self._fit_start: float | None = None  # the first training batch's start: the clock's 0
         self._offset = 0.0  # seconds a resumed run's checkpoint had already counted
+        self.prepare_s: float | None = None  # fit start -> first training batch
 
     def _sync(self, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
     def elapsed(self) -> float:
-        """Seconds on the run's clock (0 before fit starts)."""
+        """Seconds on the run's clock (the resumed offset, or 0, before the first batch)."""
         if self._fit_start is None:
             return self._offset
         return self._offset + time.perf_counter() - self._fit_start
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._fit_start = time.perf_counter()
+        self._fit_begin, self._fit_start, self.prepare_s = time.perf_counter(), None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync(pl_module)
         self._start = time.perf_counter()
+        if self._fit_start is None:
+            self._fit_start = self._start
+            if self._fit_begin is not None:
+                self.prepare_s = self._start - self._fit_begin
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync(pl_module)

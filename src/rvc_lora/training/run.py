@@ -1,21 +1,29 @@
 """``python train.py``: build everything from the composed config, fit, write the run's files.
 
-A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, matched LoRA
-targets, parameter counts; after fit also ``voice_f0_median_hz``, the voice's median F0 that
-``pitch=auto`` transposes onto: a property of the voice, not a training metric, so it sits
-with the run's description rather than in ``metrics.json``), ``checkpoints/`` (trainable tensors only), the adapter
+A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, voice,
+D policy, matched LoRA targets, parameter counts; after fit also ``data``, what it trained on,
+and ``voice_f0_median_hz``, the voice's median F0 that ``pitch=auto`` transposes onto: a
+property of the voice, not a training metric, so it sits with the run's description rather than
+in ``metrics.json``), ``checkpoints/`` (trainable tensors only), the adapter
 (``adapter.safetensors``, or ``generator.pth`` for full fine-tuning; ``discriminator.pth`` when
 D trained) and ``metrics.json``.
+
+Times and memory in ``metrics.json`` count from the first training step (:class:`TrainMemory`,
+:class:`~rvc_lora.training.callbacks.StepTimer`): data preparation and a warm or cold feature
+cache do not change them. ``heldout`` scores the adapter the run keeps (after an early stop
+restored the best weights) on the validation items that did not choose it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +93,89 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def malloc_trim() -> bool:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim(0)``); False where there is
+    no glibc. A reused joblib worker keeps the freed heap of its earlier jobs resident: the next
+    job would reuse it without raising the RSS, and measure nothing."""
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).malloc_trim(0))
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return False
+
+
+def current_memory_mb(device: torch.device | None = None) -> float | None:
+    """Memory in use now: CUDA allocated on GPU, else the RSS (VmRSS; None where unknown)."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**10  # kB
+    return None
+
+
+def start_memory_measurement(device: torch.device | None = None) -> float | None:
+    """Free what can be freed, reset the peak and return the baseline (MB) that
+    ``peak_memory_mb(device) - baseline`` measures training's own memory against."""
+    gc.collect()
+    malloc_trim()
+    if device is not None and device.type == "cuda":
+        torch.cuda.empty_cache()
+    reset_peak_memory()
+    return current_memory_mb(device)
+
+
+class TrainMemory(L.Callback):
+    """Starts the memory measurement when the first training batch starts (after data
+    preparation and set-up), and remembers the device the run trained on."""
+
+    def __init__(self) -> None:
+        self.baseline_mb: float | None = None
+        self.device: torch.device | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.device is None:
+            self.device = pl_module.device
+            self.baseline_mb = start_memory_measurement(self.device)
+
+    def summary(self) -> dict[str, float | None]:
+        """``{"peak_memory_mb", "train_memory_mb"}``: the peak since the first step (since
+        :func:`reset_peak_memory` when no step ran) and what training added to the baseline."""
+        peak = peak_memory_mb(self.device)
+        train = peak - self.baseline_mb if self.baseline_mb is not None else None
+        return {"peak_memory_mb": peak, "train_memory_mb": train}
+
+
+def early_stop_summary(callbacks: list[Any]) -> dict[str, Any] | None:
+    """``EarlyStop.summary()`` of the run's early-stopping callback, if it has one (found by
+    class name, so this file does not import it)."""
+    for c in callbacks:
+        if type(c).__name__ == "EarlyStop" and callable(getattr(c, "summary", None)):
+            return c.summary()
+    return None
+
+
+def score_heldout(module: Any, datamodule: Any, device: torch.device | None) -> dict | None:
+    """Final scores of the module's current weights on the validation items that validation
+    did not monitor (``module.score_items``), on the device the run trained on; None when the
+    datamodule has no validation items."""
+    try:
+        loader = datamodule.val_dataloader()
+    except (AttributeError, NotImplementedError):  # a datamodule without validation
+        return None
+    home = module.device
+    if device is not None:
+        module.to(device)  # Lightning's teardown moved it to the CPU
+    try:
+        scores = module.score_items(loader, skip=module.val_quality.limit)
+    finally:
+        module.to(home)
+    return scores if scores["n_items"] else None
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
@@ -136,15 +227,22 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.module)
-    timer = StepTimer()
-    callbacks = [*instantiate_group(cfg.get("callbacks")), timer, LogIntervalWithinEpoch()]
+    timer, memory = StepTimer(), TrainMemory()
+    callbacks = [
+        *instantiate_group(cfg.get("callbacks")),
+        memory,  # before the timer: its gc and trim are not on the clock
+        timer,
+        LogIntervalWithinEpoch(),
+    ]
     loggers = instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     counts = module.count_parameters()
     info = {
         "git_commit": git_commit(cfg.paths.root_dir),
+        "voice": cfg.get("voice"),
         "mode": "full" if module.lora is None else "lora",
+        "d_policy": module.d_policy,
         "lora": OmegaConf.to_container(cfg.lora, resolve=True),
         "lora_targets": list(module.lora_targets),
         "parameters": counts,
@@ -164,10 +262,11 @@ def train(cfg: DictConfig) -> float | None:
         # No base file exists to apply the adapter to later: keep this run's random-init base.
         atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
-    reset_peak_memory()
-    start = time.perf_counter()
+    reset_peak_memory()  # the measurement a run without a training step reports
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    wall = time.perf_counter() - start
+    # Read before anything else runs: the scoring and the index below are not training.
+    wall = timer.elapsed()  # from the first training step (0.0 when none ran)
+    memory_mb = memory.summary()
 
     artifact = out / module.artifact_name
     exported = {c.final.resolve() for c in callbacks if isinstance(c, AdapterExport) and c.final}
@@ -183,8 +282,22 @@ def train(cfg: DictConfig) -> float | None:
     median = voice_f0_median(datamodule)
     if median is not None:
         info["voice_f0_median_hz"] = median
-        write_json(out / "run_info.json", info)  # atomic rewrite, one key more
         log.info("voice median F0: %.1f Hz (for pitch=auto)", median)
+    if callable(getattr(datamodule, "data_summary", None)):
+        info["data"] = datamodule.data_summary()
+    write_json(out / "run_info.json", info)  # atomic rewrite with what fit found out
+    heldout = score_heldout(module, datamodule, memory.device)
+    if heldout is not None:
+        log.info(
+            "held-out scores (%d %s items): MCD %.2f dB, F0 RMSE %.1f cents, SECS %.3f, "
+            "mel L1 %.3f",
+            heldout["n_items"],
+            heldout["items"],
+            heldout["mcd_db"],
+            heldout["f0_rmse_cents"],
+            heldout["secs"],
+            heldout["mel_l1"],
+        )
     checkpoint = next(
         (c for c in callbacks if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)), None
     )
@@ -193,8 +306,11 @@ def train(cfg: DictConfig) -> float | None:
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": wall,
+        "prepare_time_s": timer.prepare_s,
         "step_time_s": timer.median,
-        "peak_memory_mb": peak_memory_mb(module.device),
+        **memory_mb,
+        "early_stop": early_stop_summary(callbacks),
+        "heldout": heldout,
         "artifact": str(artifact),
         "artifact_kb": Path(artifact).stat().st_size / 1024,
         "index": str(index) if index else None,
