@@ -83,7 +83,7 @@ def test_module_data_callbacks_and_discriminators_instantiate(
     assert type(instantiate(cfg.data)).__name__ == "VoiceDataModule"
     # the test overrides drop the progress bar (callbacks.progress_bar=null)
     names = sorted(type(c).__name__ for c in instantiate_group(cfg.callbacks))
-    assert names == ["AdapterExport", "ModelCheckpoint", "ResumeCheckpoint"]
+    assert names == ["AdapterExport", "EarlyStop", "ModelCheckpoint", "ResumeCheckpoint"]
 
 
 def test_default_callbacks_group_builds_exactly(tmp_path) -> None:
@@ -91,16 +91,28 @@ def test_default_callbacks_group_builds_exactly(tmp_path) -> None:
     from omegaconf import OmegaConf
 
     from rvc_lora.training.callbacks import AdapterExport, ResumeCheckpoint, StepProgressBar
+    from rvc_lora.training.early_stop import EarlyStop
 
     group = OmegaConf.load(CONFIGS / "callbacks" / "default.yaml")
-    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "callbacks": group})
+    cfg = OmegaConf.create(
+        {
+            "paths": {"output_dir": str(tmp_path)},
+            "optimized_metric": "val/mcd",
+            "callbacks": group,
+        }
+    )
     made = dict(zip(cfg.callbacks.keys(), instantiate_group(cfg.callbacks)))
     assert {k: type(v) for k, v in made.items()} == {
         "model_checkpoint": ModelCheckpoint,
         "last_checkpoint": ResumeCheckpoint,
+        "early_stop": EarlyStop,
         "adapter_export": AdapterExport,
         "progress_bar": StepProgressBar,
     }
+    # before adapter_export (it restores the weights that file takes); off unless asked for
+    assert list(made).index("early_stop") < list(made).index("adapter_export")
+    stop = made["early_stop"]
+    assert (stop.monitor, stop.patience, stop.restore_best) == ("val/mcd", None, False)
     best, last = made["model_checkpoint"], made["last_checkpoint"]
     assert (best.monitor, best.mode, best.save_top_k, best.save_last) == (
         "val/mcd",
