@@ -86,3 +86,12 @@ def test_budget_shorter_than_every_slice_names_the_shortest() -> None:
     text = str(err.value)
     assert f"the shortest is {shortest:.2f} s" in text and "raise data.max_seconds" in text
     assert isinstance(err.value, ValueError) and "\n" not in text
+
+
+def test_budget_reads_seconds_and_all() -> None:
+    from rvc_lora.data.subset import budget_seconds
+
+    assert budget_seconds("all") is None and budget_seconds(None) is None
+    assert budget_seconds(15) == 15.0 and budget_seconds("7.5") == 7.5
+    with pytest.raises(DataSubsetError, match=r"data.max_seconds='lots': give seconds .* or all"):
+        budget_seconds("lots")

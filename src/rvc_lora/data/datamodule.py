@@ -25,7 +25,7 @@ from rvc_lora.data.features_cache import (
 )
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
-from rvc_lora.data.subset import seconds, select_subset
+from rvc_lora.data.subset import budget_seconds, seconds, select_subset
 from rvc_lora.spectral import RVC_RELEASE, MelNumerics, linear_spectrogram
 from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
@@ -207,7 +207,7 @@ class VoiceDataModule(L.LightningDataModule):
         sample_rate, hop_length, n_fft: the model's audio settings.
         version: content features: ``v1`` (256-d) or ``v2`` (768-d).
         mel_numerics: the spectrogram eps of the items' ``spec`` (``features.mel_numerics``).
-        max_seconds: train on at most this much audio (``None``: all of it).
+        max_seconds: train on at most this much audio (``None`` or ``"all"``: all of it).
         subset_seed: picks that audio (``None``: ``seed``); one seed's subsets are nested.
         heldout_dir: a folder of the same voice's held-out sentences, validated on in sorted
             order (``None``: validation is split from ``input_dir`` by ``val_fraction``).
@@ -236,7 +236,7 @@ class VoiceDataModule(L.LightningDataModule):
         progress: bool = True,
         slicer: SlicerConfig | None = None,
         mel_numerics: str = "rvc_release",
-        max_seconds: float | None = None,
+        max_seconds: float | str | None = None,
         subset_seed: int | None = None,
         heldout_dir: str | None = None,
     ) -> None:
@@ -257,7 +257,7 @@ class VoiceDataModule(L.LightningDataModule):
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.max_frames, self.num_workers = max_frames, num_workers
         self.prepare_workers, self.speaker_id, self.progress = prepare_workers, speaker_id, progress
-        self.max_seconds = max_seconds
+        self.max_seconds = budget_seconds(max_seconds)
         self.subset_seed = seed if subset_seed is None else subset_seed
         self.heldout_dir = None if heldout_dir is None else Path(heldout_dir)
         self.report: PrepareReport | None = None

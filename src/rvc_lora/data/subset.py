@@ -90,3 +90,19 @@ def select_subset(
             f"data.max_seconds or set it to null for all audio"
         )
     return [i for i in items if id(i) in chosen]
+
+
+def budget_seconds(value: float | str | None) -> float | None:
+    """``data.max_seconds`` as a number of seconds, or None for all the audio.
+
+    ``"all"`` means None: it reads better than null in a sweep (``data.max_seconds=15,30,all``)
+    and in the run folders named after it.
+    """
+    if value is None or value == "all":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataSubsetError(
+            f"data.max_seconds={value!r}: give seconds of training audio (e.g. 30) or all"
+        ) from None
