@@ -12,6 +12,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from rvc_lora.data.datamodule import VoiceDataModule
 from rvc_lora.training.callbacks import StepTimer
 from rvc_lora.training.run import train
 from tests.training.conftest import compose_train
@@ -32,6 +33,19 @@ def test_the_clock_starts_at_the_first_training_batch() -> None:
     assert 0.3 <= timer.prepare_s < 0.4
 
 
+def test_preparation_counts_from_the_fit_call_when_marked() -> None:
+    timer = StepTimer()
+    timer.fit_called()
+    time.sleep(0.2)  # Lightning's prepare_data and setup run before any callback hook
+    timer.on_fit_start(None, CPU)
+    timer.on_train_batch_start(None, CPU, None, 0)
+    assert 0.2 <= timer.prepare_s < 0.3
+    timer.on_fit_start(None, CPU)  # a second fit with the same timer measures its own
+    time.sleep(0.05)
+    timer.on_train_batch_start(None, CPU, None, 0)
+    assert 0.05 <= timer.prepare_s < 0.15
+
+
 def test_a_resumed_clock_adds_its_own_training_time_not_its_preparation() -> None:
     timer = StepTimer()
     timer.load_state_dict({"elapsed_s": 100.0})
@@ -46,8 +60,15 @@ def test_a_resumed_clock_adds_its_own_training_time_not_its_preparation() -> Non
 
 @pytest.mark.slow
 def test_run_writes_training_clocks_memory_heldout_and_data(
-    tmp_path, shared_root, voice_dir
+    tmp_path, shared_root, voice_dir, monkeypatch
 ) -> None:
+    prepare = VoiceDataModule.prepare_data
+
+    def slow_prepare(self) -> None:  # Lightning calls it inside fit, before any callback hook
+        time.sleep(1.0)
+        prepare(self)
+
+    monkeypatch.setattr(VoiceDataModule, "prepare_data", slow_prepare)
     cfg = compose_train(
         shared_root,
         tmp_path,
@@ -65,7 +86,7 @@ def test_run_writes_training_clocks_memory_heldout_and_data(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     info = json.loads((tmp_path / "run_info.json").read_text())
 
-    assert metrics["prepare_time_s"] > 0 and metrics["wall_time_s"] > 0
+    assert metrics["prepare_time_s"] >= 1.0 and metrics["wall_time_s"] > 0
     assert metrics["peak_memory_mb"] > metrics["train_memory_mb"] >= 0
     assert metrics["early_stop"]["monitor"] == "val/mcd"
     assert metrics["early_stop"]["stopped_step"] is None  # patience null: ran to max_steps

@@ -195,7 +195,8 @@ class StepTimer(L.Callback):
     The clock starts when the first training batch starts: data preparation (slicing, HuBERT
     and F0 extraction on a cold cache), model set-up and the sanity check are left out, so
     runs compare by the time they spent training, however warm their feature cache was. What
-    came before is kept in :attr:`prepare_s` (fit start to the first training batch). Data
+    came before is kept in :attr:`prepare_s` (from :meth:`fit_called`, or ``on_fit_start``, to
+    the first training batch). Data
     loading and validations after that are on the clock. The clock is logged as
     ``time/wall_s`` at the end of every validation, beside ``val/loss_mel`` in the curves the
     loggers write, and kept in :attr:`val_wall_s`. It travels in checkpoints: a resumed run's
@@ -215,7 +216,7 @@ class StepTimer(L.Callback):
         self.val_wall_s: dict[int, float] = {}  # optimisation steps done -> seconds
         self._seen = 0
         self._start = 0.0
-        self._fit_begin: float | None = None  # on_fit_start
+        self._fit_begin: float | None = None  # fit_called() or on_fit_start
         self._fit_start: float | None = None  # the first training batch's start: the clock's 0
         self._offset = 0.0  # seconds a resumed run's checkpoint had already counted
         self.prepare_s: float | None = None  # fit start -> first training batch
@@ -230,8 +231,16 @@ class StepTimer(L.Callback):
             return self._offset
         return self._offset + time.perf_counter() - self._fit_start
 
+    def fit_called(self) -> None:
+        """Mark the call of ``trainer.fit``: Lightning prepares the data (``prepare_data``,
+        ``setup``) before any callback hook, so :attr:`prepare_s` only includes that when the
+        caller marks it (``train`` does); else it counts from ``on_fit_start``."""
+        self._fit_begin = time.perf_counter()
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._fit_begin, self._fit_start, self.prepare_s = time.perf_counter(), None, None
+        self._fit_start, self.prepare_s = None, None
+        if self._fit_begin is None:  # fit_called() was not used
+            self._fit_begin = time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._sync(pl_module)
@@ -240,6 +249,7 @@ class StepTimer(L.Callback):
             self._fit_start = self._start
             if self._fit_begin is not None:
                 self.prepare_s = self._start - self._fit_begin
+                self._fit_begin = None  # a later fit measures its own preparation
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync(pl_module)

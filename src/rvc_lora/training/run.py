@@ -263,6 +263,7 @@ def train(cfg: DictConfig) -> float | None:
         atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
     reset_peak_memory()  # the measurement a run without a training step reports
+    timer.fit_called()  # data preparation runs inside fit, before any callback hook
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     # Read before anything else runs: the scoring and the index below are not training.
     wall = timer.elapsed()  # from the first training step (0.0 when none ran)
