@@ -49,9 +49,7 @@ def secs_item(
     from rvc_lora.metrics.speaker import cosine
 
     try:
-        key = hashlib.blake2b(reference.tobytes(), digest_size=16).digest() + bytes(
-            str(sr), "ascii"
-        )
+        key = f"{sr}:".encode() + hashlib.blake2b(reference.tobytes(), digest_size=16).digest()
         ref = cache.get(key) if cache is not None else None
         if ref is None:
             ref = _embedding(reference, sr)
