@@ -4,6 +4,8 @@ validation; the final held-out scores of the kept weights (``score_items``)."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -105,3 +107,17 @@ def test_score_items_scores_the_items_after_the_monitored_ones() -> None:
     every = module.score_items(val, skip=4)
     assert (every["n_items"], every["items"]) == (4, "all")
     assert every["mel_l1"] == pytest.approx(mel_loss, rel=1e-5)
+
+
+def test_warm_up_loads_every_metric_library_before_a_run_measures_memory() -> None:
+    # In a fresh process: a reused joblib worker has them loaded, so a fresh one must load them
+    # before its memory baseline too, or its first run counts them as training memory.
+    code = (
+        "import sys; from rvc_lora.training import quality; "
+        "names = ('pyworld', 'parselmouth', 'resemblyzer'); "
+        "before = [n in sys.modules for n in names]; quality.warm_up(16000); "
+        "from rvc_lora.metrics.speaker import default_speaker_encoder as enc; "
+        "print(before, [n in sys.modules for n in names], enc.cache_info().currsize)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == "[False, False, False] [True, True, True] 1"

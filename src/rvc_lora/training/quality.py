@@ -87,6 +87,20 @@ def score_item(
     return mcd, f0, secs_item(converted, reference, sr, cache)
 
 
+def warm_up(sr: int) -> None:
+    """Score a 1 s synthetic vowel once, so the metrics' libraries (WORLD, Praat, the speaker
+    encoder and its weights) are loaded before a run's memory baseline: a reused joblib worker
+    has them already, a fresh process would otherwise count them as training memory."""
+    t = np.arange(sr, dtype=np.float64) / sr
+    f0 = 120.0 * (1.0 + 0.05 * np.sin(2 * np.pi * 3.0 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wav = sum(np.sin(k * phase) / k for k in range(1, 8)).astype(np.float32) * 0.3
+    score_item(wav, wav, sr)
+    from rvc_lora.metrics.speaker import default_speaker_encoder
+
+    default_speaker_encoder()  # the VAD may find no speech in a vowel: load the encoder anyway
+
+
 class ValQuality:
     """Scores of the first ``limit`` validation items of an epoch, averaged at its end.
 

@@ -37,6 +37,7 @@ from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
 from rvc_lora.lora import base_state_dict
 from rvc_lora.training.callbacks import AdapterExport, StepTimer
 from rvc_lora.training.console import LogIntervalWithinEpoch, log_once, quiet_warnings
+from rvc_lora.training.quality import warm_up
 from rvc_lora.utils.atomic import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -262,6 +263,8 @@ def train(cfg: DictConfig) -> float | None:
         # No base file exists to apply the adapter to later: keep this run's random-init base.
         atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
+    if module.val_quality.limit:
+        warm_up(module.generator.config.sr)  # loaded before the memory baseline, in any worker
     reset_peak_memory()  # the measurement a run without a training step reports
     timer.fit_called()  # data preparation runs inside fit, before any callback hook
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
