@@ -58,9 +58,11 @@ def _yerr(rows: Sequence[Record], key: str) -> list[list[float]]:
 
 
 def _style(variant: str, mode: str, i: int) -> dict[str, object]:
-    """Full fine-tuning in black (D frozen dashed), LoRA variants in the colour cycle."""
+    """Full fine-tuning in black (D frozen grey and dashed), LoRA in the colour cycle."""
     if mode == "full":
-        return {"color": "black", "linestyle": "--" if "D frozen" in variant else "-"}
+        if "D frozen" in variant:  # grey too: a single point (one data size) shows no dashes
+            return {"color": "grey", "linestyle": "--"}
+        return {"color": "black", "linestyle": "-"}
     return {"color": f"C{i % 10}"}
 
 
