@@ -51,6 +51,16 @@ def _values(values: Iterable[float]) -> np.ndarray:
     return arr
 
 
+def _without_spread(arr: np.ndarray, mean: float) -> Interval | None:
+    """One value: no interval. Equal values (a deterministic quantity): exactly that value,
+    not a rounding residue of it. Else None: the interval has to be computed."""
+    if arr.size == 1:
+        return Interval(mean, None, None, 1)
+    if arr.min() == arr.max():
+        return Interval(float(arr[0]), float(arr[0]), float(arr[0]), int(arr.size))
+    return None
+
+
 def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     """Student-t interval of the mean: ``mean ± t_{(1+level)/2, n-1} * s / sqrt(n)``.
 
@@ -58,13 +68,10 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     (``lo = hi = None``); with none, ``ValueError``.
     """
     arr = _values(values)
-    n = int(arr.size)
-    mean = math.fsum(arr.tolist()) / n
-    if n == 1:
-        return Interval(mean, None, None, 1)
-    if arr.min() == arr.max():
-        # Equal values (a deterministic quantity): no spread, not a rounding residue of one.
-        return Interval(float(arr[0]), float(arr[0]), float(arr[0]), n)
+    n, mean = int(arr.size), math.fsum(arr.tolist()) / arr.size
+    fixed = _without_spread(arr, mean)
+    if fixed is not None:
+        return fixed
     half = float(_sp.t.ppf((1.0 + level) / 2.0, n - 1)) * float(arr.std(ddof=1)) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
@@ -77,12 +84,10 @@ def bootstrap_interval(
     With one value there is no interval (``lo = hi = None``); with none, ``ValueError``.
     """
     arr = _values(values)
-    n = int(arr.size)
-    mean = math.fsum(arr.tolist()) / n
-    if n == 1:
-        return Interval(mean, None, None, 1)
-    if arr.min() == arr.max():
-        return Interval(float(arr[0]), float(arr[0]), float(arr[0]), n)
+    n, mean = int(arr.size), math.fsum(arr.tolist()) / arr.size
+    fixed = _without_spread(arr, mean)
+    if fixed is not None:
+        return fixed
     rng = np.random.default_rng(seed)
     # [n_boot, n] indices -> n_boot resampled means.
     boot = arr[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
