@@ -10,9 +10,10 @@ a GAN's training amplifies it. The sweep's own job of the same cell (``--sweep``
 ``outputs/paper_table/runs``), run in a reused joblib worker, is compared too when it exists.
 
 Writes ``table.md`` and ``run.json`` into ``--results`` (default ``results/determinism``): for
-each variant, whether the kept adapter's bytes are equal, and the largest difference of the
-held-out scores and of every logged validation point, against the first one-thread run; the
-seed spread of the cell in ``--sweep`` puts the differences to scale. ``make readme-tables``
+each variant, whether the kept weights are equal (tensors, not file bytes: an adapter's
+metadata names its run folder), and the differences of the held-out scores and of the logged
+validation MCD, against the first one-thread run; the seed spread of the cell in ``--sweep``
+puts them to scale. ``--reuse`` re-tabulates runs already there. ``make readme-tables``
 renders the README's block from it.
 """
 
@@ -33,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCORES = ("mcd_db", "f0_rmse_cents", "secs", "mel_l1")
 LABELS = {"a": "1 thread", "b": "1 thread, again", "t2": "2 threads", "sweep": "the sweep's job"}
 
 
@@ -55,8 +55,29 @@ def _train(cmd: list[str], threads: int) -> None:
         raise SystemExit(f"failed (exit {done.returncode}): {shlex.join(cmd)}")
 
 
+def tensor_digest(path: Path) -> str:
+    """sha256 over a weights file's tensors (names, dtypes, shapes, bytes), not its bytes: an
+    adapter file's metadata (its run folder, say) differs between equal runs."""
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(path))
+    else:
+        from rvc_lora.utils.safe_load import safe_torch_load
+
+        state = safe_torch_load(path)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        arrays = {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name}:{a.dtype}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def run_facts(run_dir: Path) -> dict:
-    """The kept adapter's sha256, the held-out scores and the validation curve of a run."""
+    """The kept weights' digest, the held-out scores and the validation curve of a run."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     artifact = Path(metrics["artifact"])
     if not artifact.is_absolute() or not artifact.is_file():
@@ -65,27 +86,25 @@ def run_facts(run_dir: Path) -> dict:
     for path in run_dir.rglob("metrics.csv"):
         with open(path, newline="", encoding="utf-8") as f:
             for rec in csv.DictReader(f):
-                for key in ("val/mcd", "val/loss_mel", "val/secs", "val/f0_rmse"):
-                    if rec.get(key):
-                        curve[(int(rec["step"]), key)] = float(rec[key])
+                if rec.get("val/mcd"):
+                    curve[int(rec["step"])] = float(rec["val/mcd"])
     return {
-        "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        "digest": tensor_digest(artifact),
         "heldout": metrics.get("heldout") or {},
         "best_step": (metrics.get("early_stop") or {}).get("best_step"),
         "curve": curve,
     }
 
 
-def _diff(a: dict, b: dict) -> tuple[float, float]:
-    """Largest |difference| of the held-out scores, and of the shared validation points."""
-    held = [
-        abs(a["heldout"][k] - b["heldout"][k])
-        for k in SCORES
-        if isinstance(a["heldout"].get(k), float) and isinstance(b["heldout"].get(k), float)
-    ]
+def _delta(a: dict, b: dict, key: str) -> float:
+    x, y = a["heldout"].get(key), b["heldout"].get(key)
+    return abs(x - y) if isinstance(x, float) and isinstance(y, float) else math.nan
+
+
+def _curve_delta(a: dict, b: dict) -> float:
+    """Largest |difference| of val/mcd over the validations both runs logged."""
     shared = set(a["curve"]) & set(b["curve"])
-    points = [abs(a["curve"][k] - b["curve"][k]) for k in shared]
-    return (max(held) if held else math.nan, max(points) if points else math.nan)
+    return max((abs(a["curve"][k] - b["curve"][k]) for k in shared), default=math.nan)
 
 
 def seed_spread(sweep: Path, args: argparse.Namespace, variant: str) -> float | None:
@@ -104,26 +123,23 @@ def seed_spread(sweep: Path, args: argparse.Namespace, variant: str) -> float | 
 def table(args: argparse.Namespace, facts: dict[str, dict[str, dict]], sweep: Path) -> str:
     lines = [
         f"Cell: voice `{args.voice}`, data {args.size}, seed {args.seed}, the paper table's "
-        "settings. Differences are against the first one-thread run; MCD in dB.",
+        "settings; each run against the first one-thread run. Held-out scores of the kept "
+        "adapter; val MCD: the largest difference over the validations.",
         "",
-        "| variant | compared run | adapter bytes | max Δ held-out score | max Δ validation point "
-        "| Δ held-out MCD | seed std of MCD |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| variant | compared run | kept weights | Δ MCD (dB) | Δ F0 RMSE (cents) | Δ SECS "
+        "| Δ val MCD (dB) | seed std of MCD (dB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for variant, runs in facts.items():
-        ref = runs["a"]
-        spread = seed_spread(sweep, args, variant)
+        ref, spread = runs["a"], seed_spread(sweep, args, variant)
         for label, other in runs.items():
             if label == "a":
                 continue
-            held, point = _diff(ref, other)
-            mcd = abs(
-                ref["heldout"].get("mcd_db", math.nan) - other["heldout"].get("mcd_db", math.nan)
-            )
-            same = "equal" if ref["sha256"] == other["sha256"] else "differ"
+            same = "equal" if ref["digest"] == other["digest"] else "differ"
             lines.append(
-                f"| {variant} | {LABELS[label]} | {same} | {held:.3g} | {point:.3g} | {mcd:.3f} "
-                f"| {'–' if spread is None else f'{spread:.3f}'} |"
+                f"| {variant} | {LABELS[label]} | {same} | {_delta(ref, other, 'mcd_db'):.3f} "
+                f"| {_delta(ref, other, 'f0_rmse_cents'):.1f} | {_delta(ref, other, 'secs'):.3f} "
+                f"| {_curve_delta(ref, other):.3f} | {'–' if spread is None else f'{spread:.3f}'} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -138,15 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "determinism")
     ap.add_argument("--sweep", type=Path, default=ROOT / "outputs" / "paper_table" / "runs")
     ap.add_argument("--results", type=Path, default=ROOT / "results" / "determinism")
+    ap.add_argument(
+        "--reuse", action="store_true", help="keep runs already in --out (re-tabulate only)"
+    )
     args = ap.parse_args(argv)
     start = time.perf_counter()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     dirs = {v: {k: args.out / v / k for k in ("a", "b", "t2")} for v in variants}
-    one_thread = [(train_command(args, v, d[k]), 1) for v, d in dirs.items() for k in ("a", "b")]
+    todo = {(v, k): p for v, d in dirs.items() for k, p in d.items()}
+    if args.reuse:  # only the runs whose folder has no metrics.json yet
+        todo = {key: p for key, p in todo.items() if not (p / "metrics.json").is_file()}
+    one_thread = [(train_command(args, v, p), 1) for (v, k), p in todo.items() if k != "t2"]
     with ThreadPoolExecutor(2) as pool:  # side by side, one thread each, as the sweep runs
         list(pool.map(lambda job: _train(*job), one_thread))
-    for v, d in dirs.items():
-        _train(train_command(args, v, d["t2"]), 2)
+    for (v, k), p in todo.items():
+        if k == "t2":
+            _train(train_command(args, v, p), 2)
 
     facts: dict[str, dict[str, dict]] = {}
     for v, d in dirs.items():

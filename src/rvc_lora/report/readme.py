@@ -10,6 +10,7 @@ renders them and fails when README.md differs.
 | ``PAPER_TABLE`` | ``paper_table/table.csv`` + ``run.json`` (+ its PNGs) | ``make reproduce-paper-table`` |
 | ``LR_GRID`` | ``lr_grid/table.csv`` + ``run.json`` | ``make lr-grid`` |
 | ``LORA_SIZES`` | ``lora_sizes/table.md`` + ``run.json`` | ``scripts/lora_size_table.py`` |
+| ``DETERMINISM`` | ``determinism/table.md`` + ``run.json`` | ``scripts/determinism_check.py`` |
 | ``DEMO_RESULT`` | ``demo.json`` | ``make demo`` |
 | ``DEMO_VOICES`` | ``demo_voices.json`` | ``scripts/demo_voice_similarity.py`` |
 | ``BENCH`` | ``bench/bench_*.json`` (one per script) | ``make bench`` |
@@ -177,6 +178,14 @@ def lora_sizes(results: Path) -> list[str]:
     return [provenance(run, "results/lora_sizes/table.md"), "", *table.splitlines()]
 
 
+def determinism(results: Path) -> list[str]:
+    folder = results / "determinism"
+    producer = "python scripts/determinism_check.py"
+    run = _read_json(folder / "run.json", producer)
+    table = _read(folder / "table.md", producer).read_text(encoding="utf-8").rstrip("\n")
+    return [provenance(run, "results/determinism/table.md"), "", *table.splitlines()]
+
+
 def _voice(path: str) -> tuple[str, str]:
     """``data/demo/base/rms/s33.flac`` -> (``rms``, ``s33``)."""
     p = Path(path)
@@ -260,6 +269,7 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "PAPER_TABLE": paper_table,
     "LR_GRID": lr_grid,
     "LORA_SIZES": lora_sizes,
+    "DETERMINISM": determinism,
     "DEMO_RESULT": demo_result,
     "DEMO_VOICES": demo_voices,
     "BENCH": bench,
