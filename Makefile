@@ -53,16 +53,18 @@ pretrain-tiny: install ## remake data/pretrained/ (encoder + tiny base; CPU, abo
 bench: install ## run bench/ and keep each script's output in results/bench/ (CPU; idle machine)
 	$(PY) scripts/run_bench.py
 
-# The paper table: LoRA ranks 4/8/16/32 x presets decoder/all + full fine-tuning, evaluated and
-# reported into outputs/paper_table/. SEEDS=0,1 for two seeds; PROFILE=full for v2_40k on a GPU.
-SEEDS ?= 0
+# The paper table: three held-out voices x training-audio budgets x full fine-tuning (D trained
+# and frozen) and LoRA, held-out scoring, early stop, report into outputs/paper_table/.
+# PROFILE=quick: fewer cells, one seed; PROFILE=full: v2_40k on a GPU. SEEDS=... replaces the
+# profile's seeds (tiny: 0,1,2).
+SEEDS ?=
 PROFILE ?= tiny
-reproduce-paper-table: install ## sweep, evaluate and report the paper table (SEEDS=0,1 PROFILE=full)
-	$(PY) scripts/reproduce_paper_table.py --seeds "$(SEEDS)" --profile "$(PROFILE)"
+reproduce-paper-table: install ## sweep, score and report the paper table (PROFILE=quick|full, SEEDS=0,1,2)
+	$(PY) scripts/reproduce_paper_table.py $(if $(SEEDS),--seeds "$(SEEDS)") --profile "$(PROFILE)"
 
 LRS ?= 2e-4,5e-4,1e-3,2e-3,4e-3,8e-3
 lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=..., SEEDS=0)
-	$(PY) scripts/reproduce_paper_table.py --lrs "$(LRS)" --seeds "$(SEEDS)" --profile "$(PROFILE)"
+	$(PY) scripts/reproduce_paper_table.py --lrs "$(LRS)" $(if $(SEEDS),--seeds "$(SEEDS)") --profile "$(PROFILE)"
 
 # Every figure in README.md is rendered from results/ (written by demo, reproduce-paper-table,
 # lr-grid, bench and scripts/lora_size_table.py), never typed; a test fails when they differ.
