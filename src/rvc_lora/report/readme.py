@@ -170,20 +170,20 @@ def lr_grid(results: Path) -> list[str]:
     return lines
 
 
-def lora_sizes(results: Path) -> list[str]:
-    folder = results / "lora_sizes"
-    producer = "python scripts/lora_size_table.py"
+def _table_block(results: Path, name: str, producer: str) -> list[str]:
+    """A block that is a results folder's ``table.md`` under its provenance line."""
+    folder = results / name
     run = _read_json(folder / "run.json", producer)
     table = _read(folder / "table.md", producer).read_text(encoding="utf-8").rstrip("\n")
-    return [provenance(run, "results/lora_sizes/table.md"), "", *table.splitlines()]
+    return [provenance(run, f"results/{name}/table.md"), "", *table.splitlines()]
+
+
+def lora_sizes(results: Path) -> list[str]:
+    return _table_block(results, "lora_sizes", "python scripts/lora_size_table.py")
 
 
 def determinism(results: Path) -> list[str]:
-    folder = results / "determinism"
-    producer = "python scripts/determinism_check.py"
-    run = _read_json(folder / "run.json", producer)
-    table = _read(folder / "table.md", producer).read_text(encoding="utf-8").rstrip("\n")
-    return [provenance(run, "results/determinism/table.md"), "", *table.splitlines()]
+    return _table_block(results, "determinism", "python scripts/determinism_check.py")
 
 
 def _voice(path: str) -> tuple[str, str]:
