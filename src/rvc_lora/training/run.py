@@ -86,10 +86,9 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     process's peak RSS (VmHWM on Linux; max RSS over the process's life elsewhere)."""
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10  # kB
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -111,9 +110,14 @@ def current_memory_mb(device: torch.device | None = None) -> float | None:
     """Memory in use now: CUDA allocated on GPU, else the RSS (VmRSS; None where unknown)."""
     if device is not None and device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
+    return _proc_status_mb("VmRSS")
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in MB; None off Linux."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 2**10  # kB
     return None
 
