@@ -6,7 +6,9 @@ One entry point, :func:`compute_f0`, for every method (RVC_FACTS.md §7.3):
 - ``harvest``: WORLD harvest + stonemask; a 3-tap median filter when ``filter_radius > 2``
   (RVC applies it at inference only: pass ``filter_radius=0`` to reproduce training files);
 - ``dio``: WORLD dio + stonemask (RVC offers it for training);
-- ``rmvpe``: the RMVPE network (:mod:`rvc_lora.features.rmvpe`), threshold 0.03.
+- ``rmvpe``: the RMVPE network (:mod:`rvc_lora.features.rmvpe`), threshold 0.03;
+- ``fcpe``: the FCPE network (:mod:`rvc_lora.features.fcpe`), threshold 0.006; frames below
+  ``f0_min`` are unvoiced and those above ``f0_max`` clamped, as RVC and Applio call it.
 
 parselmouth and pyworld are imported only when their method is used.
 """
@@ -16,11 +18,15 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.signal import medfilt
 
 from rvc_lora.features.rmvpe import DEFAULT_THRESHOLD, HOP_LENGTH, RMVPE, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from rvc_lora.features.fcpe import FCPE
 
 F0Fn = Callable[..., np.ndarray]
 
@@ -110,12 +116,44 @@ def f0_rmvpe(x: np.ndarray, *, p_len: int, rmvpe: RMVPE | None = None, **_: obje
     return _fit_right(rmvpe.infer_from_audio(x.astype(np.float32), thred=DEFAULT_THRESHOLD), p_len)
 
 
+def _require_fcpe(fcpe: FCPE | None) -> FCPE:
+    if fcpe is None:
+        raise ValueError(
+            "f0 method 'fcpe' needs a loaded model: pass fcpe=load_fcpe(path) "
+            "(rvc_lora.features.fcpe); `rvc-lora download fcpe` gets models/fcpe_c_v001.pt"
+        )
+    return fcpe
+
+
+def fcpe_range(f0: np.ndarray, f0_min: float, f0_max: float) -> np.ndarray:
+    """FCPE's post-processing: below ``f0_min`` is unvoiced (0), above ``f0_max`` clamped."""
+    f0 = np.where(f0 < f0_min, 0.0, f0)
+    return np.minimum(f0, f0_max)
+
+
+def f0_fcpe(
+    x: np.ndarray,
+    *,
+    p_len: int,
+    f0_min: float,
+    f0_max: float,
+    fcpe: FCPE | None = None,
+    **_: object,
+) -> np.ndarray:
+    """FCPE: ``N//160 + 1`` frames, range-limited, fitted to ``p_len`` (the tail trimmed)."""
+    f0 = _require_fcpe(fcpe).infer(x.astype(np.float32))
+    return _fit_right(fcpe_range(f0, f0_min, f0_max), p_len)
+
+
 F0_METHODS: dict[str, F0Fn] = {
     "pm": f0_pm,
     "harvest": f0_harvest,
     "dio": f0_dio,
     "rmvpe": f0_rmvpe,
+    "fcpe": f0_fcpe,
 }
+# Methods that run a network, loaded once in the main process (never in preparation workers).
+NETWORK_METHODS = ("rmvpe", "fcpe")
 
 
 def compute_f0(
@@ -127,22 +165,26 @@ def compute_f0(
     f0_max: float = 1100.0,
     rmvpe: RMVPE | None = None,
     filter_radius: int = 3,
+    fcpe: FCPE | None = None,
 ) -> np.ndarray:
     """F0 of mono 16 kHz audio, one value per 10 ms frame.
 
     Args:
         wav16k: ``[N]`` float audio in [-1, 1] at 16 kHz.
-        method: one of :data:`F0_METHODS` (``pm``, ``harvest``, ``dio``, ``rmvpe``).
+        method: one of :data:`F0_METHODS` (``pm``, ``harvest``, ``dio``, ``rmvpe``, ``fcpe``).
         p_len: frames to return; default ``N // 160`` (RVC's p_len). Shorter tracks are
             zero-padded (centrally for pm, at the end otherwise), longer ones trimmed.
-        f0_min, f0_max: search range in Hz for pm/harvest/dio (RMVPE has a fixed range).
+        f0_min, f0_max: search range in Hz for pm/harvest/dio, and FCPE's voiced range
+            (RMVPE has a fixed range).
         rmvpe: a loaded model, required for ``method="rmvpe"``.
+        fcpe: a loaded model, required for ``method="fcpe"``.
         filter_radius: harvest only: > 2 applies RVC's 3-tap median filter.
     Returns:
         ``[p_len]`` float32 Hz; 0 marks unvoiced frames. Silence gives all zeros, input shorter
         than the method can analyse gives ``p_len`` zeros.
     Raises:
-        ValueError: unknown method, missing RMVPE model, or audio that is not 1-D and finite.
+        ValueError: unknown method, missing RMVPE/FCPE model, or audio that is not 1-D and
+            finite.
     """
     if method not in F0_METHODS:
         raise ValueError(f"unknown f0 method {method!r}; valid methods: {', '.join(F0_METHODS)}")
@@ -159,9 +201,17 @@ def compute_f0(
         raise ValueError(f"compute_f0: p_len must be >= 0, got {p_len}")
     if method == "rmvpe":
         _require_rmvpe(rmvpe)  # fail the same way for silent or short input
+    if method == "fcpe":
+        _require_fcpe(fcpe)
     if len(x) < HOP_LENGTH or not np.any(x):  # under one frame, or digital silence
         return np.zeros(p_len, dtype=np.float32)
     f0 = F0_METHODS[method](
-        x, p_len=p_len, f0_min=f0_min, f0_max=f0_max, rmvpe=rmvpe, filter_radius=filter_radius
+        x,
+        p_len=p_len,
+        f0_min=f0_min,
+        f0_max=f0_max,
+        rmvpe=rmvpe,
+        fcpe=fcpe,
+        filter_radius=filter_radius,
     )
     return np.asarray(f0, dtype=np.float32)

@@ -210,7 +210,9 @@ class FCPE:
         f0 = 10.0 * 2.0 ** (cents / 1200.0)
         return torch.where(peak[..., 0] > threshold, f0, torch.zeros_like(f0))
 
-    def infer(self, wav16k: np.ndarray | torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
+    def infer(
+        self, wav16k: np.ndarray | torch.Tensor, threshold: float = DEFAULT_THRESHOLD
+    ) -> np.ndarray:
         """F0 of mono 16 kHz audio ``[N]`` -> Hz ``[N // 160 + 1]`` float64 (0 = unvoiced)."""
         return self.infer_batch([wav16k], threshold)[0]
 
@@ -231,7 +233,9 @@ class FCPE:
         Returns:
             One Hz track ``[N_i // 160 + 1]`` float64 per input, in input order.
         """
-        tracks = [torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w) for w in wavs]
+        tracks = [
+            torch.as_tensor(np.asarray(w) if not isinstance(w, torch.Tensor) else w) for w in wavs
+        ]
         for t in tracks:
             if t.dim() != 1:
                 raise ValueError(f"FCPE expects mono audio [N], got shape {list(t.shape)}")
@@ -338,7 +342,25 @@ def checkpoint_dict(net: FCPENet, global_step: int = 0) -> dict[str, Any]:
     norm = weight.norm(dim=1, keepdim=True)
     state["output_proj.weight_g"], state["output_proj.weight_v"] = norm, weight.clone()
     config = {
-        "mel": {"sr": SAMPLE_RATE, "num_mels": c.n_mels, "n_fft": c.n_fft, "win_size": c.win_size, "hop_size": HOP_LENGTH, "fmin": c.fmin, "fmax": c.fmax},  # fmt: skip
-        "model": {"type": "CFNaiveMelPE", "out_dims": c.out_dims, "hidden_dims": c.hidden, "n_layers": c.n_layers, "n_heads": 8, "f0_min": c.f0_min, "f0_max": c.f0_max, "use_fa_norm": True, "conv_only": True},  # fmt: skip
+        "mel": {
+            "sr": SAMPLE_RATE,
+            "num_mels": c.n_mels,
+            "n_fft": c.n_fft,
+            "win_size": c.win_size,
+            "hop_size": HOP_LENGTH,
+            "fmin": c.fmin,
+            "fmax": c.fmax,
+        },  # fmt: skip
+        "model": {
+            "type": "CFNaiveMelPE",
+            "out_dims": c.out_dims,
+            "hidden_dims": c.hidden,
+            "n_layers": c.n_layers,
+            "n_heads": 8,
+            "f0_min": c.f0_min,
+            "f0_max": c.f0_max,
+            "use_fa_norm": True,
+            "conv_only": True,
+        },  # fmt: skip
     }
     return {"global_step": global_step, "model": state, "config_dict": config}

@@ -14,6 +14,10 @@ WEIGHT_SOURCES = {
     "content encoder": "RVC's hubert_base.pt (ContentVec, 190 MB)",
     "RMVPE": "RVC's rmvpe.pt (181 MB)",
 }
+# Weights that come from elsewhere than RVC's Hugging Face repo: the whole "how to get it".
+_OWN_SOURCE = {
+    "FCPE": "run `rvc-lora download fcpe` (FCPE's fcpe_c_v001.pt, 43 MB, from the torchfcpe 0.0.4 wheel on PyPI)",  # fmt: skip
+}
 _WHERE = "from the Hugging Face repo lj1995/VoiceConversionWebUI, or run `rvc-lora download`"
 
 
@@ -22,6 +26,11 @@ def require_weights(path: str | os.PathLike[str], what: str) -> Path:
     p = Path(path)
     if p.exists():
         return p
+    if what in _OWN_SOURCE:
+        raise CheckpointError(
+            f"{what} weights not found: looked for {p.resolve()}; {_OWN_SOURCE[what]}, or point "
+            f"the config at the file"
+        )
     source = WEIGHT_SOURCES.get(what, "the file")
     raise CheckpointError(
         f"{what} weights not found: looked for {p.resolve()}; get {source} {_WHERE}, and point "
