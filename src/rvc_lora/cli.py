@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     download.add_arguments(
         commands.add_parser(
             "download",
-            help="fetch RVC's weights (HuBERT, RMVPE, pretrained G/D) into models/",
+            help="fetch the weights (HuBERT, RMVPE, FCPE, pretrained G/D) into models/",
             description=download.DESCRIPTION,
         )
     )

@@ -4,6 +4,7 @@
     rvc-lora download --version v1 --sr 48k
     rvc-lora download v2_32k contentvec    # a preset's set; the HF-format ContentVec folder
     rvc-lora download --check              # verify what is there, download nothing
+    rvc-lora download fcpe                 # FCPE's weights, out of the torchfcpe wheel on PyPI
 
 Each file streams to ``<dest>.part``; a later run resumes it with an HTTP Range request (a
 server that ignores Range answers 200 and the file starts over). The finished file is checked
@@ -11,13 +12,14 @@ against the catalog's sha256 and only then renamed into place, so ``models/`` ne
 half or unverified file under its real name. No transfer reads past the catalog's size (or
 :data:`UNSIZED_LIMIT` where the catalog gives none), so a bad host cannot fill the disk, and a
 ``.part`` that is a symbolic link is refused rather than written through.
-Standard library (urllib) plus rich only.
+Files that ship inside a pip wheel (FCPE's) are not on that host: pip downloads the wheel and
+:mod:`rvc_lora.download_wheel` extracts and verifies the one file (``--wheel``, ``--find-links``
+for offline machines). Standard library (urllib) plus rich only.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import os
 import sys
@@ -38,31 +40,29 @@ from rvc_lora.download_catalog import (
     expand_name,
     pretrained_pair,
 )
+from rvc_lora.download_wheel import (
+    CHUNK,
+    DownloadError,
+    fetch_from_wheel,
+    open_part,
+    sha256_of,
+    symlink_refused,
+    wheel_label,
+)
 from rvc_lora.utils.errors import RvcLoraError
 
-DESCRIPTION = "Fetch RVC's public weights into models/, resumable and sha256-checked."
-CHUNK = 1 << 20
+DESCRIPTION = (
+    "Fetch RVC's public weights (and FCPE's, out of its PyPI wheel) into models/, resumable and "
+    "sha256-checked."
+)
 TIMEOUT_S = 30.0
 # For files the catalog gives no size for; the largest real one (pytorch_model.bin) is ~380 MB.
 UNSIZED_LIMIT = 2 << 30
 _USER_AGENT = "rvc-lora-download/1 (+urllib)"
 
 
-class DownloadError(RvcLoraError):
-    """One file could not be fetched or verified; the message is one line for the user."""
-
-
 class HostUnreachable(DownloadError):
     """No connection to the host at all (offline, DNS, refused, timeout): stop, nothing will work."""
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _mb(n: int | None) -> str:
@@ -160,24 +160,6 @@ def _oversize(label: str, limit: int, listed: bool) -> str:
     )
 
 
-def _open_part(part: Path, append: bool) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    flags |= os.O_APPEND if append else os.O_TRUNC
-    try:
-        return os.open(part, flags, 0o666)
-    except OSError:
-        if part.is_symlink():  # O_NOFOLLOW: ELOOP (a link made since fetch looked)
-            raise _symlink_refused(part) from None
-        raise
-
-
-def _symlink_refused(part: Path) -> DownloadError:
-    return DownloadError(
-        f"{part} is a symbolic link; downloads never write through one: delete it and run the "
-        "command again"
-    )
-
-
 def _stream(
     resp, part: Path, offset: int, total: int | None, limit: int, listed: bool, label: str
 ) -> None:
@@ -187,7 +169,7 @@ def _stream(
     # One bar per transfer, gone when it ends, so that messages never print under a live bar.
     bar = _progress()
     try:
-        with open(_open_part(part, append=bool(offset)), "wb") as f:
+        with open(open_part(part, append=bool(offset)), "wb") as f:
             if bar is not None:
                 bar.start()
                 task = bar.add_task(label, total=total, completed=offset)
@@ -230,7 +212,7 @@ def fetch(entry: WeightFile, url: str, dest: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if part.is_symlink():  # it would be resumed, hashed and renamed into place as the file
-        raise _symlink_refused(part)
+        raise symlink_refused(part)
     for attempt in range(2):
         resumed = part.is_file() and part.stat().st_size > 0
         _transfer(url, part, entry.size, str(dest))
@@ -301,7 +283,8 @@ def _list(catalog: Mapping[str, WeightFile], dest: Path) -> int:
     for e in catalog.values():
         state = "present" if (dest / e.path).is_file() else "-"  # --check hashes; --list is quick
         digest = e.sha256[:16] + "…" if e.sha256 else "unverified"
-        print(f"{e.path:<38} {_mb(e.size):>13}  sha256 {digest:<18} {state}")
+        origin = f"  (in the {wheel_label(e.wheel)} wheel)" if e.wheel else ""
+        print(f"{e.path:<38} {_mb(e.size):>13}  sha256 {digest:<18} {state}{origin}")
     return 0
 
 
@@ -329,7 +312,9 @@ def run(args: argparse.Namespace, catalog: Mapping[str, WeightFile] | None = Non
         return _check(entries, dest)
     base = (args.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
     try:
-        failed = _download_all(entries, dest, base)
+        wheel = Path(args.wheel) if args.wheel else None
+        find_links = Path(args.find_links) if args.find_links else None
+        failed = _download_all(entries, dest, base, wheel, find_links)
     except HostUnreachable:
         return 1  # _download_all printed the line
     except KeyboardInterrupt:
@@ -344,14 +329,31 @@ def run(args: argparse.Namespace, catalog: Mapping[str, WeightFile] | None = Non
     return 1 if failed else 0
 
 
-def _download_all(entries: list[WeightFile], dest: Path, base: str) -> int:
+def _download_all(
+    entries: list[WeightFile],
+    dest: Path,
+    base: str,
+    wheel: Path | None = None,
+    find_links: Path | None = None,
+) -> int:
     """Fetch what is missing or corrupt; returns the number of failed files.
 
+    Args:
+        entries: catalog entries, in order.
+        dest: the folder they go to.
+        base: the host of the HTTP files.
+        wheel: a wheel on disk for the wheel-sourced entries (``--wheel``), instead of pip.
+        find_links: a folder pip takes wheels from, asking no index (``--find-links``).
+
     Raises:
-        HostUnreachable: after printing the one-line error with the by-hand instructions.
+        HostUnreachable: after printing the one-line error with the by-hand instructions (the
+            wheel-sourced files are still tried: pip has its own index and proxy settings).
     """
     failed = 0
+    unreachable: HostUnreachable | None = None
     for i, e in enumerate(entries):
+        if unreachable is not None and e.wheel is None:
+            continue  # the host is gone; its by-hand line named this file already
         target = dest / e.path
         status, _ = check_file(e, target)
         if status in ("ok", "unverified"):
@@ -360,31 +362,39 @@ def _download_all(entries: list[WeightFile], dest: Path, base: str) -> int:
         if status == "corrupt":
             print(f"corrupt    {target}: downloading a fresh copy")
         try:
-            got = fetch(e, f"{base}/{e.path}", target)
+            if e.wheel is not None:
+                got = fetch_from_wheel(e, target, wheel, find_links)
+            else:
+                got = fetch(e, f"{base}/{e.path}", target)
         except HostUnreachable as exc:
-            paths = ", ".join(str(dest / x.path) for x in entries[i:])
+            paths = ", ".join(str(dest / x.path) for x in entries[i:] if x.wheel is None)
             print(
                 f"error: could not reach {urlsplit(base).netloc} ({exc}). To place the files by "
                 f"hand, download them from {base}/<name> and save them as {paths}; then run "
                 "`rvc-lora download --check`",
                 file=sys.stderr,
             )
-            raise
+            unreachable = exc
+            continue
         except DownloadError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        if e.sha256 is None:
+        if e.wheel is not None:
+            print(f"fetched    {target} (sha256 verified, from {wheel_label(e.wheel)} wheel)")
+        elif e.sha256 is None:
             print(f"unverified {target}: no published sha256 to check against; its sha256 is {got} (record it if you trust the source)")  # fmt: skip
         else:
             print(f"fetched    {target} (sha256 verified)")
+    if unreachable is not None:
+        raise unreachable
     return failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``download`` options, shared by ``rvc-lora download`` and ``python -m``."""
     # fmt: off
-    parser.add_argument("names", nargs="*", metavar="NAMES", help="catalog paths (see --list), a preset such as v2_48k, or 'contentvec' (HF-format hubert_base/); default: what model=<version>_<sr> needs")
+    parser.add_argument("names", nargs="*", metavar="NAMES", help="catalog paths (see --list), a preset such as v2_48k, 'contentvec' (HF-format hubert_base/) or 'fcpe' (FCPE pitch weights, from the torchfcpe wheel on PyPI); default: what model=<version>_<sr> needs")
     parser.add_argument("--dest", default="models", help="folder to download into (default: models/, where configs/paths looks)")
     parser.add_argument("--check", action="store_true", help="verify the files already present, download nothing; exit 1 unless all are ok")
     parser.add_argument("--base-url", help=f"host to download from (default: ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
@@ -393,6 +403,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--f0", action=argparse.BooleanOptionalAction, default=True, help="pitch-guided f0G/f0D bases, or plain G/D (default --f0)")
     parser.add_argument("--all", action="store_true", help="every file in the catalog (several GB)")
     parser.add_argument("--list", action="store_true", help="print the catalog with sizes, hashes and what is present")
+    parser.add_argument("--wheel", metavar="PATH", help="for files that ship in a wheel (fcpe): extract from this wheel file instead of having pip download it (its sha256 is checked)")
+    parser.add_argument("--find-links", metavar="DIR", help="for files that ship in a wheel (fcpe): pip takes the wheel from DIR and asks no index (offline machines)")
     # fmt: on
 
 

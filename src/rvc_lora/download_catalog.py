@@ -18,6 +18,12 @@ Hash sources (facts only, no code taken):
   by ``ContentEncoder.from_hf_dir``) has no hash in RVC's repo; these values are pinned by two
   unrelated public install scripts each (lj1995 revisions 1be9d36e and e6d0c1a1 carry the same
   ``pytorch_model.bin``).
+- ``torchfcpe``: FCPE's official pitch weights ``fcpe_c_v001.pt`` (``f0_method=fcpe``; the configs
+  read ``${paths.models_dir}/fcpe_c_v001.pt``) are published only inside the MIT-licensed
+  ``torchfcpe`` wheel on PyPI. ``rvc-lora download fcpe`` has pip download that wheel and
+  extracts the one file (:mod:`rvc_lora.download_wheel`); the package itself is never installed
+  or imported (it pulls in torchaudio). Both hashes below were computed from
+  ``torchfcpe-0.0.4-py3-none-any.whl`` as served by PyPI (40,222,012 bytes).
 """
 
 from __future__ import annotations
@@ -41,12 +47,33 @@ class WeightFile:
         sha256: expected hex digest; ``None`` when no public source gives one (unverified).
         size: size in bytes where a source states it (display and resume only; the hash decides).
         source: where the hash comes from (see the module docstring).
+        wheel: for a file shipped inside a pure-Python wheel instead of the base URL, the pip
+            requirement that names the wheel (``"torchfcpe==0.0.4"``); ``None`` for HTTP files.
+        wheel_sha256: hex digest of that wheel, checked before anything is extracted.
+        member: the file's path inside the wheel.
+
+    Raises:
+        ValueError: a wheel entry without its wheel hash, member, sha256 or size (the size caps
+            the extraction, the hashes are the only proof the file is the published one).
     """
 
     path: str
     sha256: str | None
     size: int | None = None
     source: str = "RVC"
+    wheel: str | None = None
+    wheel_sha256: str | None = None
+    member: str | None = None
+
+    def __post_init__(self) -> None:
+        wheel_fields = (self.wheel, self.wheel_sha256, self.member)
+        if any(f is not None for f in wheel_fields) and (
+            None in wheel_fields or self.sha256 is None or self.size is None
+        ):
+            raise ValueError(
+                f"catalog entry {self.path}: a wheel-sourced file needs wheel, wheel_sha256, "
+                "member, sha256 and size"
+            )
 
 
 _FILES = [
@@ -82,6 +109,13 @@ _FILES = [
     WeightFile("hubert_base/config.json", "0346950779dfb7f9316fa74ed846e2b8a22a08eedfdc5387b73f327cb1a4a7cf", source="installers"),
     WeightFile("hubert_base/preprocessor_config.json", "7c1976a680fb7acc757cd36fb08eef878fa36c70b4c9d2d595df9c608bbbbf0e", source="installers"),
     WeightFile("hubert_base/pytorch_model.bin", "cc8c20f4b90a520757260197a3ff2505705a7adbd20ad9eeaa4e1a9b38442ef5", source="installers"),
+    # FCPE pitch estimator (``f0_method=fcpe``), out of the torchfcpe wheel on PyPI.
+    WeightFile(
+        "fcpe_c_v001.pt", "b9aeaeb673436eeda50ceafd632aa681aa63417e52eae4207503d180c9b10015", 43_363_260,
+        source="torchfcpe", wheel="torchfcpe==0.0.4",
+        wheel_sha256="f042c463d850d76c6f4899a0b84f0b694bb560adf05f4de951097a756d17472d",
+        member="torchfcpe/assets/fcpe_c_v001.pt",
+    ),
 ]  # fmt: skip
 
 CATALOG: dict[str, WeightFile] = {f.path: f for f in _FILES}
@@ -89,6 +123,7 @@ CATALOG: dict[str, WeightFile] = {f.path: f for f in _FILES}
 # Names that stand for several files.
 GROUPS: dict[str, tuple[str, ...]] = {
     "contentvec": tuple(p for p in CATALOG if p.startswith("hubert_base/")),
+    "fcpe": ("fcpe_c_v001.pt",),
 }
 
 
@@ -105,7 +140,7 @@ def default_selection(version: str = "v2", sr: str = "40k", f0: bool = True) -> 
 
 
 def expand_name(name: str, catalog: dict[str, WeightFile], f0: bool = True) -> list[str] | None:
-    """Catalog paths for a file path, a group (``contentvec``) or a preset (``v2_48k``).
+    """Catalog paths for a file path, a group (``contentvec``, ``fcpe``) or a preset (``v2_48k``).
 
     Returns ``None`` for a name that is none of these.
     """
