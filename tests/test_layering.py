@@ -14,7 +14,7 @@ PACKAGE = Path(rvc_lora.__file__).parent
 # Lowest first. A package may import its own layer and any layer below it.
 LAYERS: list[set[str]] = [
     {"utils", "download_catalog"},
-    {"audio", "spectral", "download"},
+    {"audio", "spectral", "download", "download_wheel"},
     {"models", "features"},
     {"lora", "metrics"},
     {"data"},
