@@ -323,3 +323,76 @@ def test_features_modules_import_one_way() -> None:
         return None
 
     assert [c for m in sorted(graph) if (c := cycle_from(m, [m]))] == []
+
+
+# -- fcpe_c_v001.pt (load_fcpe) -----------------------------------------------------------------
+def _fcpe_payloads(marker: Path) -> dict[str, bytes]:
+    """Pickles an FCPE file could hold to run code: calls, a code object, bare class globals."""
+    shell = f"touch {marker}"
+    code = call("builtins", "compile", text(f"open({str(marker)!r}, 'w')"), text("<fcpe>"),
+                text("exec"))  # fmt: skip
+    # the released layout {"model": {...}, "config_dict": {}} with the call inside "model"
+    in_layout = (
+        pickle.EMPTY_DICT + text("model") + pickle.EMPTY_DICT + text("output_proj.bias")
+        + call("posix", "system", text(shell)) + pickle.SETITEM + pickle.SETITEM
+        + text("config_dict") + pickle.EMPTY_DICT + pickle.SETITEM
+    )  # fmt: skip
+    return {
+        "os.system": protocol2(call("os", "system", text(shell))),
+        "posix.system in model": protocol2(in_layout),
+        "exec of a code object": protocol2(call("builtins", "exec", code)),
+        "types.CodeType": protocol2(global_op("types", "CodeType")),
+        "a module class": protocol2(global_op("rvc_lora.features.fcpe", "FCPENet")),
+    }
+
+
+def test_fcpe_payload_in_the_released_layout_is_live(tmp_path) -> None:
+    """Plain pickle runs the in-layout payload: refusing it below is a real test."""
+    marker = tmp_path / "ran"
+    assert set(pickle.loads(_fcpe_payloads(marker)["posix.system in model"])) == {
+        "model", "config_dict"
+    }  # fmt: skip
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("label", list(_fcpe_payloads(Path("m"))))
+def test_fcpe_code_pickles_are_refused_and_never_run(tmp_path, label) -> None:
+    """load_fcpe reads with the weights-only unpickler: each global is refused by name in one
+    line, as a torch zip and as a legacy (bare pickle) file. Fails if load_fcpe called torch.load
+    without weights_only, or let the unpickler's multi-line error through."""
+    from rvc_lora.features.fcpe import load_fcpe
+
+    marker = tmp_path / "pwned"
+    payload = _fcpe_payloads(marker)[label]
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(payload)
+    named = {"os.system": "os.system", "posix.system in model": "posix.system",
+             "exec of a code object": "(exec)", "types.CodeType": "types.CodeType",
+             "a module class": "rvc_lora.features.fcpe.FCPENet"}[label]  # fmt: skip
+    for path in (torch_zip(tmp_path / "zip.pt", payload), raw):
+        with pytest.raises(CheckpointError) as err:
+            load_fcpe(path)
+        msg = str(err.value)
+        assert msg.startswith(f"{path}: refused to load: the file contains Python objects")
+        assert named in msg and "\n" not in msg, msg
+    assert not marker.exists()
+
+
+def test_fcpe_zip_bomb_and_lying_sizes_never_reach_torch_load(tmp_path, monkeypatch) -> None:
+    """A tiny FCPE file made to inflate, or claiming more bytes than it has, is refused from the
+    zip directory. Fails if load_fcpe bypassed safe_torch_load's container check."""
+    from rvc_lora.features.fcpe import FCPEConfig, FCPENet, checkpoint_dict, load_fcpe
+
+    src = tmp_path / "fcpe.pt"
+    torch.save(checkpoint_dict(FCPENet(FCPEConfig(hidden=16, n_layers=2))), src)
+    bomb = zip_bomb(src, tmp_path / "bomb.pt", inflated_mb=64)
+    lying = tmp_path / "lying.pt"
+    lying.write_bytes(src.read_bytes())
+    lie_about_sizes(lying, 2**31)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was reached"))
+    for path, says in ((bomb, "zip entry 'fcpe/data/0' is compressed (method 8)"),
+                       (lying, "its zip entries claim")):  # fmt: skip
+        with pytest.raises(CheckpointError) as err:
+            load_fcpe(path)
+        assert str(err.value).startswith(f"{path}: refused to load: ")
+        assert says in str(err.value) and "\n" not in str(err.value)
