@@ -533,3 +533,30 @@ def test_config_claiming_huge_sizes_with_tiny_weights_builds_nothing_big(
     ckpt["config_dict"]["model"].update(hidden_dims=4096, n_layers=64)
     torch.save(ckpt, tmp_path / "huge.pt")
     _refusal(tmp_path / "huge.pt")
+
+
+_FRONT_END_BUG = (
+    "_config_from_file range-checks only win_size <= n_fft: n_fft 0 is a ZeroDivisionError from "
+    "librosa, a negative one a numpy ValueError, and fmin > fmax, NaN or fmax above 8 kHz load"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_FRONT_END_BUG)
+@pytest.mark.parametrize(
+    "mel",
+    [
+        {"n_fft": 0, "win_size": 0},
+        {"n_fft": -4, "win_size": -8},
+        {"fmin": 9000.0, "fmax": 100.0},
+        {"fmin": float("nan")},
+        {"fmax": 20000.0},
+    ],
+    ids=["n_fft 0", "n_fft negative", "fmin over fmax", "fmin NaN", "fmax over Nyquist"],
+)
+def test_impossible_front_ends_are_one_line_errors(tmp_path, mel) -> None:
+    """A mel front end no 16 kHz log-mel can have is refused at load time, in one line. Fails
+    while they crash in librosa/numpy (a traceback) or load and decode garbage pitch."""
+    ckpt = checkpoint_dict(_tiny_net())
+    ckpt["config_dict"]["mel"].update(mel)
+    torch.save(ckpt, tmp_path / "mel.pt")
+    _refusal(tmp_path / "mel.pt")

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rvc_lora.features.fairseq_pickle import load_fairseq_checkpoint
+from rvc_lora.features.fcpe import FCPEConfig, FCPENet, checkpoint_dict, load_fcpe
 from rvc_lora.features.hubert import ContentEncoder
 from rvc_lora.features.hubert_tiny import write_tiny_fairseq_checkpoint
 from rvc_lora.features.index import FeatureIndex, build_index, load_index, save_index
@@ -378,3 +379,50 @@ def test_lightning_ckpt_with_wrong_entries(lightning_ckpts, tmp_path, kind, labe
         assert load_voice_model(path)[1]["kind"] == "lightning"
     else:
         expect_refusal(path, [load_voice_model])
+
+
+# -- FCPE's fcpe_c_v001.pt (load_fcpe) -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fcpe_bytes(tmp_path_factory) -> bytes:
+    """A tiny FCPE file in the released layout (checkpoint_dict), as bytes."""
+    path = tmp_path_factory.mktemp("fcpe") / "fcpe.pt"
+    torch.save(checkpoint_dict(FCPENet(FCPEConfig(hidden=16, n_layers=2))), path)
+    return path.read_bytes()
+
+
+def test_fcpe_truncated_empty_and_foreign_files(fcpe_bytes, files, tmp_path) -> None:
+    """Cuts, an empty file, text, an RVC .pth and a faiss index named fcpe_c_v001.pt: one line of
+    ours each. Fails if any reached the user as a torch/pickle/zip traceback."""
+    data = fcpe_bytes
+    variants = [data[: int(len(data) * c) if isinstance(c, float) else c] for c in _CUTS]
+    variants += [b"", b"this is a text file\n" * 20, files["voice.pth"], files["added.index"],
+                 b"XXXX" + data[4:]]  # fmt: skip
+    for i, content in enumerate(variants):
+        (tmp_path / f"{i}_fcpe_c_v001.pt").write_bytes(content)
+        expect_refusal(tmp_path / f"{i}_fcpe_c_v001.pt", [load_fcpe])
+
+
+def test_fcpe_random_byte_flips_and_cuts(fcpe_bytes, tmp_path_factory) -> None:
+    """Flips in the zip's structure and pickle (config values included), with or without a cut:
+    refused in one line, or loaded when the flip left a valid file. Fails for any exception that
+    is not ours (a KeyError from the config, a torch error from a garbled size)."""
+    data = fcpe_bytes
+    where = _structural_offsets(data)
+    folder = tmp_path_factory.mktemp("fcpe_flips")
+
+    @FUZZ
+    @given(
+        flips=st.lists(
+            st.tuples(st.sampled_from(where), st.integers(1, 255)), min_size=1, max_size=4
+        ),
+        cut=st.one_of(st.none(), st.integers(0, len(data) - 1)),
+    )
+    def check(flips, cut) -> None:
+        damaged = bytearray(data)
+        for at, xor in flips:
+            damaged[at] ^= xor
+        path = folder / "fcpe_c_v001.pt"
+        path.write_bytes(bytes(damaged[:cut] if cut is not None else damaged))
+        expect_refusal(path, [load_fcpe], may_load=cut is None)
+
+    check()
