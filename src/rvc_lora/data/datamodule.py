@@ -26,6 +26,7 @@ from rvc_lora.data.features_cache import (
 from rvc_lora.data.preprocess import PrepSettings
 from rvc_lora.data.slicer import SlicerConfig
 from rvc_lora.data.subset import budget_seconds, seconds, select_subset
+from rvc_lora.features.f0 import resolve_f0_method
 from rvc_lora.spectral import RVC_RELEASE, MelNumerics, linear_spectrogram
 from rvc_lora.spectral import mel_numerics as named_mel_numerics
 from rvc_lora.utils.determinism import EpochSampler, ItemKey, ResumableLoader
@@ -206,6 +207,9 @@ class VoiceDataModule(L.LightningDataModule):
         cache_dir: where slices and features are kept (reused across runs and settings).
         sample_rate, hop_length, n_fft: the model's audio settings.
         version: content features: ``v1`` (256-d) or ``v2`` (768-d).
+        f0_method: ``rmvpe``, ``fcpe``, ``harvest``, ``pm``, ``dio``, or ``auto`` (resolved here,
+            once: ``rmvpe`` when ``rmvpe_path`` exists, else ``fcpe`` when ``fcpe_path`` does).
+        rmvpe_path, fcpe_path: the two F0 networks' weights.
         mel_numerics: the spectrogram eps of the items' ``spec`` (``features.mel_numerics``).
         max_seconds: train on at most this much audio (``None`` or ``"all"``: all of it).
         subset_seed: picks that audio (``None``: ``seed``); one seed's subsets are nested.
@@ -224,6 +228,7 @@ class VoiceDataModule(L.LightningDataModule):
         encoder_path: str = "models/hubert_base.pt",
         f0_method: str = "rmvpe",
         rmvpe_path: str = "models/rmvpe.pt",
+        fcpe_path: str = "models/fcpe_c_v001.pt",
         batch_size: int = 4,
         val_fraction: float = 0.1,
         seed: int = 1234,
@@ -246,8 +251,9 @@ class VoiceDataModule(L.LightningDataModule):
         self.features = FeatureSettings(
             version=version,
             encoder_path=str(encoder_path),
-            f0_method=f0_method,
+            f0_method=resolve_f0_method(f0_method, rmvpe_path, fcpe_path),
             rmvpe_path=str(rmvpe_path),
+            fcpe_path=str(fcpe_path),
             device=device,
             backend=backend,
         )

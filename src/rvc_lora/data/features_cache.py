@@ -4,9 +4,10 @@ With one worker everything runs in the main process, file after file. With more 
 ``"auto"``: one per core, capped), a pool of spawned processes (one torch thread each) takes
 whole files: slicing, F0, content features and the entry writes, so both cores of a small
 machine are busy; on a GPU device the pool slices and computes CPU F0 while the networks run in
-the main process. Every path computes each slice with the same code and the same weights, and
-the one op whose bits follow the thread count runs on the main process's count everywhere, so
-the entries are the same bytes whichever path wrote them. Entries already in the cache are reused
+the main process. FCPE F0 runs batched over the new slices of a file (slices of one length share
+a forward pass). Every path computes each slice with the same code and the same weights, and
+the ops whose bits follow the thread count (HuBERT's weight norm, FCPE) run on the main
+process's count everywhere, so the entries are the same bytes whichever path wrote them. Entries already in the cache are reused
 without loading any model, so a second run over the same folder extracts nothing. Each entry is
 extracted under its lock, so parallel jobs sharing a cache (a multirun) extract it once; temp
 files left by killed jobs are removed when a build starts.
@@ -20,7 +21,7 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from rvc_lora.data.slice_jobs import (
     resolve_workers,
     run_job,
 )
+from rvc_lora.features.f0 import AUTO, resolve_f0_method
 from rvc_lora.utils.errors import RvcLoraError
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """What changes the features of a slice (with the weights' hashes, part of the cache key)."""
+    """What changes the features of a slice (with the weights' hashes, part of the cache key).
+
+    ``f0_method`` may be ``auto`` (:func:`~rvc_lora.features.f0.resolve_f0_method`); the builder
+    resolves it before any work, so keys and entries always name the real method.
+    """
 
     version: str = "v2"
     encoder_path: str = "models/hubert_base.pt"
     f0_method: str = "rmvpe"
     rmvpe_path: str = "models/rmvpe.pt"
+    fcpe_path: str = "models/fcpe_c_v001.pt"
     device: str = "cpu"
     backend: str = "native"  # content encoder implementation: native | fairseq
 
@@ -111,11 +118,14 @@ class FeatureCacheBuilder:
         num_workers: int | str = 0,
         progress: bool = True,
     ) -> None:
+        if features.f0_method == AUTO:
+            method = resolve_f0_method(AUTO, features.rmvpe_path, features.fcpe_path)
+            features = replace(features, f0_method=method)
         self.cache_dir, self.prep, self.features = Path(cache_dir), prep, features
         self.num_workers, self.progress = num_workers, progress
         resolve_workers(num_workers, 1)  # a bad setting fails here, before any work
         self._encoder = None
-        self._rmvpe = None
+        self._f0_models: dict[str, Any] | None = None  # the F0 network, loaded on first use
         # Threads for the content encoder's weight norm (None: this process's own count).
         self.weight_threads: int | None = None
 
@@ -134,6 +144,8 @@ class FeatureCacheBuilder:
         }
         if f.f0_method == "rmvpe":
             ident["rmvpe"] = weights_identity(f.rmvpe_path, "RMVPE")
+        if f.f0_method == "fcpe":
+            ident["fcpe"] = weights_identity(f.fcpe_path, "FCPE")
         return settings_hash(ident)
 
     def build(self, input_dir: str | os.PathLike[str], files: list[Path]) -> PrepareReport:
@@ -211,12 +223,33 @@ class FeatureCacheBuilder:
         loses its audio and F0, so a pool worker sends back only a few numbers per slice.
         """
         check = check if check is not None else check_features()
-        for chunk in result.get("chunks", ()):
-            if "wav16k" in chunk:
-                chunk["extracted"] = self._extract(chunk, check)
-                del chunk["wav16k"]
-                chunk.pop("f0", None)
+        pending = [c for c in result.get("chunks", ()) if "wav16k" in c]
+        self._batch_f0(pending)
+        for chunk in pending:
+            chunk["extracted"] = self._extract(chunk, check)
+            del chunk["wav16k"]
+            chunk.pop("f0", None)
         return result
+
+    def _batch_f0(self, chunks: list[dict[str, Any]]) -> None:
+        """FCPE F0 of the chunks that have none yet, batched (equal lengths share a pass).
+
+        Computed before the entries' locks: an entry another job writes meanwhile only wastes
+        its track. Each track is what :func:`compute_f0` gives for that slice alone, up to the
+        float rounding of a batched pass.
+        """
+        if self.features.f0_method != "fcpe":
+            return
+        todo = [c for c in chunks if c.get("f0") is None]
+        if not todo:
+            return
+        from rvc_lora.features.f0 import compute_f0_fcpe_batch
+
+        fcpe = self._f0_model()["fcpe"]
+        with _threads(self.weight_threads):
+            tracks = compute_f0_fcpe_batch([c["wav16k"] for c in todo], fcpe)
+        for chunk, f0 in zip(todo, tracks, strict=True):
+            chunk["f0"] = f0
 
     @contextlib.contextmanager
     def _results(self, jobs: FileJobs) -> Iterator[Iterator[dict[str, Any]]]:
@@ -288,16 +321,27 @@ class FeatureCacheBuilder:
                 feats = self._encoder.extract(wav, self.features.version)
         return feats[0].float().cpu().numpy()
 
+    def _f0_model(self) -> dict[str, Any]:
+        """The F0 network as :func:`compute_f0` keywords (``{}`` for a classical method),
+        loaded once per builder (so once per process)."""
+        if self._f0_models is None:
+            from rvc_lora.features.f0 import network_f0_models
+
+            f = self.features
+            self._f0_models = network_f0_models(
+                f.f0_method, rmvpe_path=f.rmvpe_path, fcpe_path=f.fcpe_path, device=f.device
+            )
+        return self._f0_models
+
     def _f0(self, wav16k: np.ndarray) -> np.ndarray:
-        from rvc_lora.features.f0 import compute_f0
+        from rvc_lora.features.f0 import NETWORK_METHODS, compute_f0
 
-        if self.features.f0_method != "rmvpe":
-            return compute_f0(wav16k, self.features.f0_method, filter_radius=TRAIN_F0_FILTER)
-        if self._rmvpe is None:
-            from rvc_lora.features.rmvpe import load_rmvpe
-
-            self._rmvpe = load_rmvpe(self.features.rmvpe_path, device=self.features.device)
-        return compute_f0(wav16k, "rmvpe", rmvpe=self._rmvpe)
+        method = self.features.f0_method
+        if method not in NETWORK_METHODS:
+            return compute_f0(wav16k, method, filter_radius=TRAIN_F0_FILTER)
+        models = self._f0_model()
+        with _threads(self.weight_threads if method == "fcpe" else None):
+            return compute_f0(wav16k, method, **models)
 
 
 @contextlib.contextmanager
@@ -322,6 +366,24 @@ def _weights_once(module: nn.Module, threads: int) -> Iterator[None]:
         finally:
             torch.set_num_threads(own)
         yield
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """Run on ``threads`` torch threads for the duration (``None``: this process's own count).
+
+    FCPE's last bits follow the thread count (its reductions split by thread), so a pool
+    worker (one thread) runs it on the main process's count and writes the main process's F0.
+    """
+    own = torch.get_num_threads()
+    if threads is None or threads == own:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
 
 
 def _reason_kind(reason: str) -> str:

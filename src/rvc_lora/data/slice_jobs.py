@@ -1,5 +1,7 @@
 """The per-file part of preparing a folder: slice each recording once (under a lock, across
-jobs) and compute CPU F0 for slices that have no features yet.
+jobs) and compute classical F0 (pm, harvest, dio) for slices that have no features yet; the
+network methods (:data:`~rvc_lora.features.f0.NETWORK_METHODS`) are left to the finisher, which
+holds the loaded network and batches it.
 
 Run in the main process (one worker) or in a pool of worker processes (:func:`init_worker`,
 :func:`run_job`), where it may also finish each file (content features, entry writes).
@@ -96,7 +98,7 @@ class FileJobs:
         return f"{file_sha256(path)[:16]}-{self.prep_key[:12]}"
 
     def _run(self, path: Path, rel: str, reslice: bool = False) -> dict[str, Any]:
-        from rvc_lora.features.f0 import compute_f0
+        from rvc_lora.features.f0 import NETWORK_METHODS, compute_f0
 
         file_key = self._file_key(path)
         slice_dir = self.cache_dir / "slices" / file_key
@@ -125,9 +127,10 @@ class FileJobs:
             else:
                 wav16k = arrays["wav16k"]
                 record["wav16k"] = wav16k
-                # RMVPE is a network (main process, maybe GPU); and an entry that another job
-                # is extracting right now will be there when the main process takes its lock.
-                if self.f0_method != "rmvpe" and not entry_busy(feature_path):
+                # RMVPE and FCPE are networks (loaded once by the finisher, maybe on a GPU, FCPE
+                # batched over the file's slices); and an entry that another job is extracting
+                # right now will be there when the main process takes its lock.
+                if self.f0_method not in NETWORK_METHODS and not entry_busy(feature_path):
                     record["f0"] = compute_f0(wav16k, self.f0_method, filter_radius=TRAIN_F0_FILTER)
             chunks.append(record)
         return {"source": rel, "file_key": file_key, "chunks": chunks, "sliced": sliced}

@@ -15,18 +15,26 @@ parselmouth and pyworld are imported only when their method is used.
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.signal import medfilt
 
 from rvc_lora.features.rmvpe import DEFAULT_THRESHOLD, HOP_LENGTH, RMVPE, SAMPLE_RATE
+from rvc_lora.utils.errors import CheckpointError
 
 if TYPE_CHECKING:
+    import torch
+
     from rvc_lora.features.fcpe import FCPE
+
+log = logging.getLogger(__name__)
 
 F0Fn = Callable[..., np.ndarray]
 
@@ -154,6 +162,8 @@ F0_METHODS: dict[str, F0Fn] = {
 }
 # Methods that run a network, loaded once in the main process (never in preparation workers).
 NETWORK_METHODS = ("rmvpe", "fcpe")
+# features.f0_method that picks a network by which weights exist (:func:`resolve_f0_method`).
+AUTO = "auto"
 
 
 def compute_f0(
@@ -215,3 +225,115 @@ def compute_f0(
         filter_radius=filter_radius,
     )
     return np.asarray(f0, dtype=np.float32)
+
+
+def compute_f0_fcpe_batch(
+    wavs16k: Sequence[np.ndarray],
+    fcpe: FCPE,
+    *,
+    p_lens: Sequence[int] | None = None,
+    f0_min: float = 50.0,
+    f0_max: float = 1100.0,
+    max_batch: int = 16,
+) -> list[np.ndarray]:
+    """:func:`compute_f0` with ``method="fcpe"`` for several tracks, equal lengths in one pass.
+
+    Each track gets what ``compute_f0(x, "fcpe", fcpe=fcpe, p_len=..., f0_min=..., f0_max=...)``
+    gives, up to the float rounding of a batched forward pass (:meth:`FCPE.infer_batch`: a few
+    float32 ulps of Hz, voicing the same in practice); silent or sub-frame tracks are zeros.
+
+    Args:
+        wavs16k: mono 16 kHz tracks ``[N_i]``, float in [-1, 1].
+        fcpe: the loaded model.
+        p_lens: frames per track (default ``N_i // 160`` each).
+        f0_min, f0_max: FCPE's voiced range in Hz (:func:`fcpe_range`).
+        max_batch: most tracks per forward pass.
+    Returns:
+        One ``[p_len_i]`` float32 Hz track per input, in input order.
+    Raises:
+        ValueError: a track that is not 1-D and finite, bad lengths or range.
+    """
+    if p_lens is None:
+        p_lens = [len(w) // HOP_LENGTH for w in wavs16k]
+    if len(p_lens) != len(wavs16k):
+        raise ValueError(f"compute_f0_fcpe_batch: {len(wavs16k)} tracks but {len(p_lens)} p_lens")
+    if not 0 < f0_min < f0_max:
+        raise ValueError(f"compute_f0_fcpe_batch: need 0 < f0_min < f0_max, got {f0_min}, {f0_max}")
+    out: list[np.ndarray | None] = [None] * len(wavs16k)
+    todo: list[int] = []
+    tracks: list[np.ndarray] = []
+    for i, (w, p_len) in enumerate(zip(wavs16k, p_lens, strict=True)):
+        # The same input checks and conversions as compute_f0, so the tracks are the same.
+        x = np.asarray(w, dtype=np.float64)
+        if x.ndim != 1 or not np.all(np.isfinite(x)) or p_len < 0:
+            raise ValueError(
+                f"compute_f0_fcpe_batch: track {i} must be finite mono audio [N] with p_len >= 0 "
+                f"(shape {list(x.shape)}, p_len {p_len})"
+            )
+        if len(x) < HOP_LENGTH or not np.any(x):
+            out[i] = np.zeros(p_len, dtype=np.float32)
+        else:
+            todo.append(i)
+            tracks.append(x.astype(np.float32))
+    for i, f0 in zip(todo, fcpe.infer_batch(tracks, max_batch=max_batch), strict=True):
+        out[i] = np.asarray(
+            _fit_right(fcpe_range(f0, f0_min, f0_max), int(p_lens[i])), dtype=np.float32
+        )
+    return out  # type: ignore[return-value]
+
+
+def resolve_f0_method(
+    method: str, rmvpe_path: str | os.PathLike[str], fcpe_path: str | os.PathLike[str]
+) -> str:
+    """``auto`` -> ``rmvpe`` when its weights exist, else ``fcpe`` when FCPE's do; others as given.
+
+    Called once, before any work, so that caches, run files and inference see the real name
+    (a voice trained with ``auto`` converts with the method it was trained with).
+
+    Args:
+        method: a ``features.f0_method`` setting (``auto`` or a method name).
+        rmvpe_path, fcpe_path: where the two networks' weights would be.
+    Returns:
+        The method name (never ``auto``).
+    Raises:
+        CheckpointError: ``auto`` with neither weight file present (one line naming the fix).
+    """
+    if method != AUTO:
+        return method
+    if Path(rmvpe_path).exists():
+        chosen, why = "rmvpe", f"{rmvpe_path} present"
+    elif Path(fcpe_path).exists():
+        chosen, why = "fcpe", f"{rmvpe_path} absent"
+    else:
+        raise CheckpointError(
+            f"f0_method auto needs RMVPE or FCPE weights, found neither ({rmvpe_path}, "
+            f"{fcpe_path}): run `rvc-lora download fcpe` (43 MB) or `rvc-lora download` (RVC's "
+            f"rmvpe.pt), or set features.f0_method=harvest (no weights)"
+        )
+    log.info("f0_method auto -> %s (%s)", chosen, why)
+    return chosen
+
+
+def network_f0_models(
+    method: str,
+    *,
+    rmvpe_path: str | os.PathLike[str],
+    fcpe_path: str | os.PathLike[str],
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The network ``method`` needs, loaded, as keyword arguments of :func:`compute_f0`.
+
+    Returns:
+        ``{"rmvpe": RMVPE}``, ``{"fcpe": FCPE}``, or ``{}`` for a method without a network.
+    Raises:
+        CheckpointError: the weights are missing or unreadable.
+    """
+    if method == "rmvpe":
+        from rvc_lora.features.rmvpe import load_rmvpe
+
+        return {"rmvpe": load_rmvpe(rmvpe_path, device=device)}
+    if method == "fcpe":
+        from rvc_lora.features.fcpe import load_fcpe
+
+        return {"fcpe": load_fcpe(fcpe_path, device=device)}
+    return {}
