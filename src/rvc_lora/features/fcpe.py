@@ -37,6 +37,10 @@ HOP_LENGTH = 160
 DEFAULT_THRESHOLD = 0.006
 LOCAL_BINS = 9  # the peak and 4 bins each side
 _LOG_FLOOR = 1e-5
+# Upper bounds on n_mels, out_dims, hidden, n_layers: far above any FCPE, far below a size that
+# would exhaust memory before the weights are checked.
+_SIZE_CAPS = (1024, 4096, 8192, 256)
+_FIX = "get fcpe_c_v001.pt with `rvc-lora download fcpe`"
 _MAGNITUDE_EPS = 1e-9
 
 
@@ -262,9 +266,9 @@ def _config_from_file(config: Any, source: str) -> FCPEConfig:
     try:
         model, mel = config["model"], config["mel"]
         if model.get("type", "CFNaiveMelPE") != "CFNaiveMelPE":
-            raise CheckpointError(f"{source}: FCPE model type {model['type']!r} is not supported; use torchfcpe 0.0.4's fcpe_c_v001.pt (`rvc-lora download fcpe`)")  # fmt: skip
+            raise CheckpointError(f"{source}: FCPE model type {model['type']!r} is not supported; {_FIX}")  # fmt: skip
         if not model.get("conv_only", False) or model.get("use_harmonic_emb", False):
-            raise CheckpointError(f"{source}: this FCPE checkpoint uses attention or harmonic embeddings, which rvc-lora does not implement; use torchfcpe 0.0.4's fcpe_c_v001.pt (`rvc-lora download fcpe`)")  # fmt: skip
+            raise CheckpointError(f"{source}: this FCPE checkpoint uses attention or harmonic embeddings, which rvc-lora does not implement; {_FIX}")  # fmt: skip
         if int(mel["sr"]) != SAMPLE_RATE or int(mel["hop_size"]) != HOP_LENGTH:
             raise CheckpointError(f"{source}: FCPE front end at {mel['sr']} Hz, hop {mel['hop_size']}; rvc-lora needs 16000 Hz, hop 160 (RVC's 10 ms frames)")  # fmt: skip
         cfg = FCPEConfig(
@@ -283,13 +287,21 @@ def _config_from_file(config: Any, source: str) -> FCPEConfig:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(
-            f"{source}: not an FCPE checkpoint: its config_dict lacks or garbles {exc}; get "
-            f"fcpe_c_v001.pt with `rvc-lora download fcpe`"
+            f"{source}: not an FCPE checkpoint: its config_dict lacks or garbles {exc}; {_FIX}"
         ) from None
-    if cfg.hidden % 4 or min(cfg.n_mels, cfg.out_dims, cfg.hidden, cfg.n_layers) <= 0:
+    sizes = (cfg.n_mels, cfg.out_dims, cfg.hidden, cfg.n_layers)
+    if cfg.hidden % 4 or not all(0 < n <= cap for n, cap in zip(sizes, _SIZE_CAPS, strict=True)):
         raise CheckpointError(f"{source}: FCPE sizes out of range: {asdict(cfg)}")
-    if cfg.win_size > cfg.n_fft or not 0 < cfg.f0_min < cfg.f0_max:
-        raise CheckpointError(f"{source}: FCPE ranges out of order: {asdict(cfg)}")
+    # A 16 kHz log-mel: windows of 16..8192 samples, bands inside 0..8000 Hz, finite ranges.
+    ranges_ok = (
+        16 <= cfg.win_size <= cfg.n_fft <= 8192
+        and 0.0 <= cfg.fmin < cfg.fmax <= SAMPLE_RATE / 2
+        and 0.0 < cfg.f0_min < cfg.f0_max <= SAMPLE_RATE / 2
+    )  # NaN fails every comparison, so it lands here too
+    if not ranges_ok:
+        raise CheckpointError(
+            f"{source}: FCPE ranges out of order (mel front end or pitch range): {asdict(cfg)}"
+        )
     return cfg
 
 
@@ -302,7 +314,7 @@ def _fold_weight_norm(state: Mapping[str, Any], prefix: str, source: str) -> dic
     if not isinstance(g, torch.Tensor) or not isinstance(v, torch.Tensor) or g.dim() != 2 or v.dim() != 2 or g.shape != (v.shape[0], 1):  # fmt: skip
         raise CheckpointError(
             f"{source}: {prefix}.weight_g / weight_v are not a weight-normed linear layer's "
-            f"pair; get fcpe_c_v001.pt with `rvc-lora download fcpe`"
+            f"pair; {_FIX}"
         )
     g64, v64 = g.double(), v.double()
     state[f"{prefix}.weight"] = (g64 * v64 / v64.norm(dim=1, keepdim=True)).float()
@@ -326,11 +338,14 @@ def load_fcpe(path: str | os.PathLike[str], device: torch.device | str = "cpu") 
         found = sorted(map(str, ckpt))[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
             f"{source}: not an FCPE checkpoint (torchfcpe's files are a dict with 'model' and "
-            f"'config_dict'; found {found}); get fcpe_c_v001.pt with `rvc-lora download fcpe`"
+            f"'config_dict'; found {found}); {_FIX}"
         )
-    net = FCPENet(_config_from_file(ckpt["config_dict"], source))
+    config = _config_from_file(ckpt["config_dict"], source)
     state = _fold_weight_norm(ckpt["model"], "output_proj", source)
-    load_state_strict(net, state, source=source)
+    with torch.device("meta"):  # the fit is checked before memory of the claimed size is taken
+        load_state_strict(FCPENet(config), state, source=source, hint=_FIX[0].upper() + _FIX[1:])
+    net = FCPENet(config)
+    net.load_state_dict(state)
     return FCPE(net, device)
 
 

@@ -87,8 +87,16 @@ def _check_entries(state: Mapping[Any, Any], source: str) -> None:
         raise CheckpointError(f"{source}: entries that are not tensors: {_listing(bad_values)}")
 
 
+_RVC_HINT = "Check that the file is an RVC model of this version/sample rate/F0 kind"
+
+
 def _raise_if_unfit(
-    what: str, missing: list[str], unexpected: list[str], shaped: list[str], source: str
+    what: str,
+    missing: list[str],
+    unexpected: list[str],
+    shaped: list[str],
+    source: str,
+    hint: str = _RVC_HINT,
 ) -> None:
     if missing or unexpected or shaped:
         parts = [
@@ -100,10 +108,7 @@ def _raise_if_unfit(
             )
             if keys
         ]
-        raise CheckpointError(
-            f"{source}: does not fit {what}: {'; '.join(parts)}. "
-            f"Check that the file is an RVC model of this version/sample rate/F0 kind"
-        )
+        raise CheckpointError(f"{source}: does not fit {what}: {'; '.join(parts)}. {hint}")
 
 
 def load_state_strict(
@@ -112,13 +117,17 @@ def load_state_strict(
     *,
     allow_missing: tuple[str, ...] = (),
     source: str = "state dict",
+    hint: str = _RVC_HINT,
 ) -> None:
     """Load ``state`` into ``module`` only if every key and shape fits.
+
+    A ``module`` on the meta device checks the fit without loading anything.
 
     Args:
         allow_missing: key prefixes the caller knows may be absent (e.g. ``("enc_q.",)``);
             those parameters keep their current values.
         source: what to call the state in the error (usually the file path).
+        hint: the error's last sentence: what the user should check.
     Raises:
         CheckpointError: one message listing missing, unexpected and mis-shaped keys.
     """
@@ -126,7 +135,7 @@ def load_state_strict(
     missing, unexpected, shaped = state_mismatches(
         expected_state_shapes(module), state, allow_missing
     )
-    _raise_if_unfit(type(module).__name__, missing, unexpected, shaped, source)
+    _raise_if_unfit(type(module).__name__, missing, unexpected, shaped, source, hint)
     module.load_state_dict(dict(state), strict=False)
 
 
