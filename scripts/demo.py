@@ -40,7 +40,7 @@ def training_overrides(steps: int | None) -> list[str]:
     overrides = ["experiment=demo"]
     if all(p.is_file() for p in REAL_WEIGHTS.values()):
         print("real RVC weights found in models/: using model=v2_40k", flush=True)
-        overrides += ["model=v2_40k", "features=default"]
+        overrides += ["model=v2_40k", "features=default", "features.f0_method=auto"]
         overrides += [f"{key}={path}" for key, path in REAL_WEIGHTS.items()]
         import torch
 

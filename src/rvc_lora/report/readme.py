@@ -186,6 +186,14 @@ def determinism(results: Path) -> list[str]:
     return _table_block(results, "determinism", "python scripts/determinism_check.py")
 
 
+def f0_accuracy(results: Path) -> list[str]:
+    return _table_block(results, "f0_accuracy", "python scripts/f0_accuracy.py")
+
+
+def fcpe_crosscheck(results: Path) -> list[str]:
+    return _table_block(results, "fcpe_crosscheck", "python scripts/fcpe_crosscheck.py")
+
+
 def _voice(path: str) -> tuple[str, str]:
     """``data/demo/base/rms/s33.flac`` -> (``rms``, ``s33``)."""
     p = Path(path)
@@ -270,6 +278,8 @@ BLOCKS: dict[str, Callable[[Path], list[str]]] = {
     "LR_GRID": lr_grid,
     "LORA_SIZES": lora_sizes,
     "DETERMINISM": determinism,
+    "F0_ACCURACY": f0_accuracy,
+    "FCPE_CROSSCHECK": fcpe_crosscheck,
     "DEMO_RESULT": demo_result,
     "DEMO_VOICES": demo_voices,
     "BENCH": bench,
