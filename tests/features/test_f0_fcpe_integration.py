@@ -305,3 +305,47 @@ def test_inference_reads_the_recorded_method_over_auto(tmp_path) -> None:
     trained = run_config(ckpt)
     cfg = OmegaConf.create({"f0_method": None, "features": {"f0_method": "harvest"}})
     assert trained_setting(cfg, trained, "f0_method") == "fcpe"
+
+
+@pytest.mark.slow  # a two-step training run, then a conversion
+def test_a_run_trained_with_auto_records_and_converts_with_fcpe(
+    tmp_path, fcpe_path, monkeypatch
+) -> None:
+    from rvc_lora.inference import pipeline
+    from rvc_lora.inference.run import conversion_setup, run_config
+    from rvc_lora.models import build_synthesizer
+    from rvc_lora.training.run import train
+    from tests.training.conftest import compose_train, make_voice_folder
+
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    out = tmp_path / "run"
+    features = [
+        "features.f0_method=auto",
+        f"features.rmvpe_path={tmp_path / 'absent' / 'rmvpe.pt'}",
+        f"features.fcpe_path={fcpe_path}",
+    ]
+    cfg = compose_train(
+        root, out, make_voice_folder(tmp_path / "voice"), [*features, "trainer.max_steps=2"]
+    )
+    (out / ".hydra").mkdir(parents=True)
+    # What Hydra saves before the task runs (compose alone does not): features say auto.
+    saved = {"features": OmegaConf.to_container(cfg.features, resolve=True)}
+    OmegaConf.save(OmegaConf.create(saved), out / ".hydra" / "config.yaml")
+    assert saved["features"]["f0_method"] == "auto"
+    train(cfg)
+    assert json.loads((out / "run_info.json").read_text())["f0_method"] == "fcpe"
+    assert cfg.data.f0_method == "fcpe"  # the data module was handed the resolved name
+    trained = run_config(out / "adapter.safetensors")
+    assert trained.features.f0_method == "fcpe"
+    # Inference with its defaults (f0_method null: the voice's own) tracks with FCPE.
+    infer = OmegaConf.create(
+        {
+            "f0_method": None, "index_rate": 0.0, "protect": 0.33, "rms_mix_rate": 0.25,
+            "filter_radius": 3, "speaker_id": 0, "seed": 0,
+            "features": {"f0_method": "harvest", "rmvpe_path": "absent.pt"},
+        }
+    )  # fmt: skip
+    options, pipe, _ = conversion_setup(infer, build_synthesizer("tiny"), trained, None)
+    assert options.f0_method == "fcpe" and isinstance(pipe.fcpe, FCPE)
+    assert pipeline.ConversionPipeline is type(pipe)

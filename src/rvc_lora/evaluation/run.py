@@ -62,6 +62,7 @@ def score_utterance(
     pitch: float | str = "auto",
     pesq: bool = True,
     f0_method: str = "pm",
+    f0_models: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], dict[str, float] | None]:
     """Reconstruction scores and (with a parallel source) conversion scores of one utterance.
 
@@ -70,6 +71,7 @@ def score_utterance(
         clock: ``convert_s`` and ``audio_s`` are added to (for the real-time factor).
         pitch: the conversion's transposition, semitones or ``"auto"``.
         pesq: score PESQ on the reconstruction; f0_method: F0 tracker of the metrics.
+        f0_models: the tracker's loaded network for ``fcpe`` / ``rmvpe`` (loaded once per run).
     """
     from rvc_lora.metrics import score_pair
 
@@ -82,7 +84,7 @@ def score_utterance(
     n = min(len(out), len(reference))  # RVC drops up to 2 hops per chunk: same frames from here
     recon = score_pair(
         out[:n], reference[:n], sr, target_embedding=embedding, pesq=pesq, time_aligned=True,
-        f0_method=f0_method,
+        f0_method=f0_method, f0_models=f0_models,
     )  # fmt: skip
     if utt.source is None:
         return recon, None
@@ -93,10 +95,33 @@ def score_utterance(
     clock["audio_s"] += len(source16k) / SR_IN
     conv = score_pair(
         out, reference, sr, source=load_audio(utt.source, sr)[0], target_embedding=embedding,
-        time_aligned=False, f0_method=f0_method,
+        time_aligned=False, f0_method=f0_method, f0_models=f0_models,
     )  # fmt: skip
     conv["pitch_shift"] = float(shift) if shift is not None else math.nan
     return recon, conv
+
+
+def metric_f0_tracker(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """``(method, models)``: the F0 metrics' tracker (``metric_f0_method``) and, for ``fcpe`` or
+    ``rmvpe``, its network, loaded once from ``features.fcpe_path`` / ``features.rmvpe_path``.
+
+    Raises:
+        EvalError: an unknown method.
+        CheckpointError: the network's weights are missing or unreadable.
+    """
+    from rvc_lora.features.f0 import F0_METHODS, network_f0_models
+
+    method = str(cfg.metric_f0_method)
+    if method not in F0_METHODS:
+        raise EvalError(
+            f"metric_f0_method={method}: unknown; choose one of {', '.join(F0_METHODS)}"
+        )
+    models = network_f0_models(
+        method,
+        rmvpe_path=cfg.features.get("rmvpe_path") or "models/rmvpe.pt",
+        fcpe_path=cfg.features.get("fcpe_path") or "models/fcpe_c_v001.pt",
+    )
+    return method, models
 
 
 def _progress(items: list, enabled: bool):
@@ -134,6 +159,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"(semitones), or source_dir=null for reconstruction only"
         )
     embedding = target_embedding(cfg.get("reference_dir"), cfg.get("max_references"))
+    metric_f0, metric_models = metric_f0_tracker(cfg)
 
     recon, conv, skipped = [], [], []
     clock = {"convert_s": 0.0, "audio_s": 0.0}
@@ -141,7 +167,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         try:
             r, c = score_utterance(
                 voice, utt, embedding, clock, pitch=pitch, pesq=bool(cfg.pesq),
-                f0_method=str(cfg.metric_f0_method),
+                f0_method=metric_f0, f0_models=metric_models,
             )  # fmt: skip
         except AudioError as exc:  # an unreadable file loses one utterance, not the run
             skipped.append(str(exc))
@@ -166,7 +192,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "index": str(voice.index_path) if voice.index_path else None,
         "index_rate": voice.options.index_rate if voice.index is not None else 0.0,
         "f0_method": voice.options.f0_method,
-        "metric_f0_method": str(cfg.metric_f0_method),
+        "metric_f0_method": metric_f0,
         "conversion_pitch": str(pitch),
         "voice_f0_median_hz": voice.median_hz,
         "eval_dir": str(cfg.eval_dir),

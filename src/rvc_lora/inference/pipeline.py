@@ -40,6 +40,7 @@ from rvc_lora.utils.errors import RvcLoraError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from rvc_lora.features.fcpe import FCPE
     from rvc_lora.features.hubert import ContentEncoder
     from rvc_lora.features.rmvpe import RMVPE
     from rvc_lora.models.synthesizer import Synthesizer
@@ -68,7 +69,9 @@ class ConvertOptions:
             that moves the source's median F0 (of the track computed for the conversion) onto
             it (:func:`rvc_lora.inference.pitch.auto_pitch_shift`), 0 for a source with no
             voiced frame. :attr:`ConversionPipeline.last_pitch` tells the shift used.
-        f0_method: ``rmvpe`` (needs the pipeline's ``rmvpe``), ``pm``, ``harvest`` or ``dio``.
+        f0_method: ``rmvpe`` (needs the pipeline's ``rmvpe``), ``fcpe`` (needs its ``fcpe``),
+            ``pm``, ``harvest`` or ``dio``. ``auto`` is a config value, resolved before this
+            (:func:`rvc_lora.features.f0.resolve_f0_method`).
         index_rate: share of retrieved features, 0..1 (0 turns retrieval off).
         protect: 0..0.5; unvoiced frames keep ``1 - protect`` of the unretrieved features.
             0.5 turns it off.
@@ -122,11 +125,13 @@ class ConvertOptions:
 
 
 class ConversionPipeline:
-    """RVC's offline conversion around a content encoder (and an RMVPE model for ``rmvpe``).
+    """RVC's offline conversion around a content encoder (and an F0 network for ``rmvpe``/``fcpe``).
 
     Args:
         encoder: HuBERT content encoder (on ``device``).
         rmvpe: loaded RMVPE model, needed for ``f0_method="rmvpe"``.
+        fcpe: loaded FCPE model (:func:`rvc_lora.features.fcpe.load_fcpe`), needed for
+            ``f0_method="fcpe"``.
         device: where feature and pitch tensors go (the models must already be there).
         x_pad, x_query, x_center, x_max: RVC's chunking constants in seconds; the defaults are
             its fp32 set (``is_half`` uses 3/10/60/65, a GPU with <= 4 GB 1/5/30/32).
@@ -140,6 +145,7 @@ class ConversionPipeline:
         encoder: ContentEncoder,
         *,
         rmvpe: RMVPE | None = None,
+        fcpe: FCPE | None = None,
         device: str | torch.device = "cpu",
         x_pad: int = 1,
         x_query: int = 6,
@@ -159,6 +165,7 @@ class ConversionPipeline:
                 f"x_query={x_query}, x_center={x_center}, x_max={x_max}"
             )
         self.encoder, self.rmvpe, self.device = encoder, rmvpe, torch.device(device)
+        self.fcpe = fcpe
         self.x_pad = int(x_pad)
         self.t_pad = SR_IN * int(x_pad)
         self.t_query = SR_IN * int(x_query)
@@ -268,6 +275,11 @@ class ConversionPipeline:
                 "f0_method 'rmvpe' needs ConversionPipeline(rmvpe=load_rmvpe(path)); or pick "
                 "'pm' or 'harvest'"
             )
+        if model.f0 and opts.f0_method == "fcpe" and self.fcpe is None:
+            raise ConversionError(
+                "f0_method 'fcpe' needs ConversionPipeline(fcpe=load_fcpe(path)) (weights: "
+                "`rvc-lora download fcpe`); or pick 'pm' or 'harvest'"
+            )
 
     @staticmethod
     def _prepare(audio16k: np.ndarray) -> np.ndarray:
@@ -296,7 +308,7 @@ class ConversionPipeline:
             return None, None
         p_len = len(audio_pad) // WINDOW
         f0 = compute_f0(
-            audio_pad, opts.f0_method, p_len=p_len, rmvpe=self.rmvpe,
+            audio_pad, opts.f0_method, p_len=p_len, rmvpe=self.rmvpe, fcpe=self.fcpe,
             filter_radius=int(opts.filter_radius),
         )  # fmt: skip
         if opts.auto_pitch_hz is not None:

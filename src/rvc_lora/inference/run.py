@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
 from rvc_lora.audio import AudioError, find_audio_files, load_audio
+from rvc_lora.inference.pitch import RUN_INFO
 from rvc_lora.utils.atomic import atomic_path
 from rvc_lora.utils.errors import RvcLoraError
 
@@ -23,12 +25,30 @@ class InferenceError(RvcLoraError, ValueError):
 
 
 def run_config(ckpt: Path) -> DictConfig | None:
-    """The training config of the run a checkpoint or adapter came from, if it is in a run dir."""
+    """The training config of the run a checkpoint or adapter came from, if it is in a run dir.
+
+    ``features.f0_method`` is the method the voice's F0 was computed with: the run's
+    ``run_info.json`` records it (``auto`` resolved) and wins over ``.hydra/config.yaml``,
+    which Hydra writes before the run resolves ``auto``.
+    """
     for folder in (ckpt.parent, ckpt.parent.parent):
         path = folder / ".hydra" / "config.yaml"
         if path.is_file():
-            return OmegaConf.load(path)
+            trained = OmegaConf.load(path)
+            method = _recorded_f0_method(folder / RUN_INFO)
+            if method is not None:
+                OmegaConf.update(trained, "features.f0_method", method, force_add=True)
+            return trained
     return None
+
+
+def _recorded_f0_method(path: Path) -> str | None:
+    """``f0_method`` of a run's ``run_info.json``; None when absent (older runs) or unreadable."""
+    try:
+        method = json.loads(path.read_text(encoding="utf-8")).get("f0_method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if isinstance(method, str) and method else None
 
 
 def trained_setting(cfg: DictConfig, trained: DictConfig | None, key: str) -> Any:
@@ -50,12 +70,22 @@ def conversion_setup(
     auto_pitch_hz: float | None = None,
 ) -> tuple[Any, Any, Any]:
     """``(ConvertOptions, ConversionPipeline, FeatureIndex | None)`` from infer-style options
-    (``infer.yaml``, ``eval.yaml``): the encoder and F0 method default to the voice's own."""
+    (``infer.yaml``, ``eval.yaml``): the encoder and F0 method default to the voice's own.
+
+    ``f0_method: auto`` resolves here (:func:`~rvc_lora.features.f0.resolve_f0_method`); the
+    RMVPE or FCPE model a method needs is loaded once, from ``rmvpe_path`` / ``fcpe_path``
+    (an explicit option, else the voice's training setting, else ``features``').
+    """
+    from rvc_lora.features.f0 import network_f0_models, resolve_f0_method
     from rvc_lora.features.hubert import load_content_encoder
     from rvc_lora.features.index import FeatureIndex
     from rvc_lora.inference.pipeline import ConversionPipeline, ConvertOptions
 
-    f0_method = trained_setting(cfg, trained, "f0_method")
+    rmvpe_path = trained_setting(cfg, trained, "rmvpe_path") or "models/rmvpe.pt"
+    fcpe_path = trained_setting(cfg, trained, "fcpe_path") or "models/fcpe_c_v001.pt"
+    f0_method = resolve_f0_method(
+        str(trained_setting(cfg, trained, "f0_method")), rmvpe_path, fcpe_path
+    )
     options = ConvertOptions(
         pitch=pitch,
         auto_pitch_hz=auto_pitch_hz,
@@ -72,16 +102,14 @@ def conversion_setup(
         trained_setting(cfg, trained, "encoder_path"),
         backend=cfg.features.get("backend", "native"),
     )
-    rmvpe = None
-    if model.f0 and f0_method == "rmvpe":
-        from rvc_lora.features.rmvpe import load_rmvpe
-
-        rmvpe = load_rmvpe(trained_setting(cfg, trained, "rmvpe_path"))
+    networks = {}
+    if model.f0:
+        networks = network_f0_models(f0_method, rmvpe_path=rmvpe_path, fcpe_path=fcpe_path)
     index = None
     if index_path is not None and options.index_rate > 0:
         index = FeatureIndex.load(index_path, expected_dim=model.config.feature_dim)
         log.info("retrieval index %s (index_rate %.2f)", index_path.name, options.index_rate)
-    return options, ConversionPipeline(encoder, rmvpe=rmvpe), index
+    return options, ConversionPipeline(encoder, **networks), index
 
 
 def find_index(ckpt: Path) -> Path | None:

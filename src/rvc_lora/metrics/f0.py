@@ -4,6 +4,8 @@ and the voiced/unvoiced decision error, on RVC's own F0 tracks (16 kHz, 10 ms fr
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -89,17 +91,21 @@ def f0_metrics(
     align: bool = True,
     f0_min: float = 50.0,
     f0_max: float = 1100.0,
+    f0_models: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """F0 RMSE (cents), log-F0 correlation and V/UV error of ``converted`` against ``reference``.
 
     Both are resampled to 16 kHz and tracked by :func:`rvc_lora.features.f0.compute_f0`
-    (``method``: ``harvest`` (default, most accurate), ``dio`` or ``pm``; 10 ms frames), then
-    paired along a DTW path on MFCCs, or frame by frame (see :func:`aligned_frames`).
+    (``method``: ``harvest`` (default, most accurate), ``dio``, ``pm``, or the networks
+    ``fcpe`` / ``rmvpe`` with their model in ``f0_models``; 10 ms frames), then paired along a
+    DTW path on MFCCs, or frame by frame (see :func:`aligned_frames`).
 
     Args:
         converted, reference: ``[N]`` / ``[M]`` waveforms at ``sr`` (numpy or torch).
         align: DTW (default); ``False`` only for pairs known to share a time axis, whatever
             their lengths.
+        f0_models: the loaded network of a network method, as :func:`compute_f0` keywords
+            (``{"fcpe": model}``; :func:`rvc_lora.features.f0.network_f0_models` loads it).
     Returns:
         ``{"f0_rmse_cents", "f0_corr", "vuv_error"}`` as in :func:`f0_scores`.
     """
@@ -107,7 +113,7 @@ def f0_metrics(
     conv = to_16k(as_mono(converted, "converted"), sr)
     ref = to_16k(as_mono(reference, "reference"), sr)
     pairs = aligned_frames(conv, ref, align)
-    opts = dict(f0_min=f0_min, f0_max=f0_max)
+    opts = dict(f0_min=f0_min, f0_max=f0_max, **(f0_models or {}))
     f0_conv = compute_f0(conv, method, **opts)
     f0_ref = compute_f0(ref, method, **opts)
     return f0_scores(f0_conv[pairs[:, 0]], f0_ref[pairs[:, 1]])

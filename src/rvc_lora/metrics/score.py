@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ def score_pair(
     pesq: bool = False,
     time_aligned: bool | None = None,
     f0_method: str = "harvest",
+    f0_models: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Score a converted utterance against a reference utterance of the target speaker.
 
@@ -83,12 +85,18 @@ def score_pair(
         targets: utterances of the target speaker at ``sr``.
         target_embedding: a precomputed target embedding ``[256]`` (from
             :func:`rvc_lora.metrics.speaker.reference_embedding`), to embed the set only once.
+        f0_method, f0_models: the F0 metrics' tracker and, for ``fcpe`` / ``rmvpe``, its loaded
+            network (:func:`rvc_lora.metrics.f0.f0_metrics`).
     """
     sr = check_sr(sr)
     conv = as_mono(converted, "converted")
     ref = as_mono(reference, "reference")
     scores: dict[str, float] = {"mcd_db": mel_cepstral_distortion(conv, ref, sr)}
-    scores.update(f0_metrics(conv, ref, sr, method=f0_method, align=time_aligned is not True))
+    scores.update(
+        f0_metrics(
+            conv, ref, sr, method=f0_method, align=time_aligned is not True, f0_models=f0_models
+        )
+    )
 
     if time_aligned is None:
         time_aligned = lengths_compatible(len(conv), len(ref), sr)

@@ -1,7 +1,8 @@
 """``python train.py``: build everything from the composed config, fit, write the run's files.
 
 A run directory holds ``.hydra/`` (resolved config), ``run_info.json`` (git commit, voice,
-D policy, matched LoRA targets, parameter counts; after fit also ``data``, what it trained on,
+``f0_method`` (the method the F0 was computed with: ``features.f0_method: auto`` resolved, which
+inference reads as the voice's own), D policy, matched LoRA targets, parameter counts; after fit also ``data``, what it trained on,
 and ``voice_f0_median_hz``, the voice's median F0 that ``pitch=auto`` transposes onto: a
 property of the voice, not a training metric, so it sits with the run's description rather than
 in ``metrics.json``), ``checkpoints/`` (trainable tensors only), the adapter
@@ -221,16 +222,41 @@ def voice_f0_median(datamodule: Any) -> float | None:
     return voiced_median_hz([e["f0"] for e in entries if e is not None and "f0" in e])
 
 
+def resolve_run_f0_method(cfg: DictConfig) -> str:
+    """Resolve ``features.f0_method: auto`` once, in ``cfg`` itself, before any work.
+
+    ``data.f0_method`` interpolates ``features.f0_method``, so the data module, the cache key and
+    ``run_info.json`` all see the resolved name (``.hydra/config.yaml``, written before the run
+    starts, keeps ``auto``; inference reads ``run_info.json``'s ``f0_method`` over it).
+
+    Returns:
+        The method the run's F0 is computed with.
+    """
+    from rvc_lora.features.f0 import resolve_f0_method
+
+    features = cfg.features
+    method = resolve_f0_method(
+        str(features.f0_method),
+        features.get("rmvpe_path", "models/rmvpe.pt"),
+        features.get("fcpe_path", "models/fcpe_c_v001.pt"),
+    )
+    features.f0_method = method
+    return method
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit one run; returns ``cfg.optimized_metric`` for Hydra sweepers."""
     log_once()
     quiet_warnings()
     L.seed_everything(cfg.seed, workers=True)
+    f0_method = resolve_run_f0_method(cfg)
     ensure_tiny_encoder(cfg.features)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.data)
+    # The data module's own method, should data.f0_method not follow features.f0_method.
+    f0_method = getattr(getattr(datamodule, "features", None), "f0_method", f0_method)
     module = instantiate(cfg.module)
     timer, memory = StepTimer(), TrainMemory()
     callbacks = [
@@ -246,6 +272,7 @@ def train(cfg: DictConfig) -> float | None:
     info = {
         "git_commit": git_commit(cfg.paths.root_dir),
         "voice": cfg.get("voice"),
+        "f0_method": f0_method,
         "mode": "full" if module.lora is None else "lora",
         "d_policy": module.d_policy,
         "lora": OmegaConf.to_container(cfg.lora, resolve=True),
