@@ -152,3 +152,21 @@ def test_infer_fcpe_without_weights_is_one_line(tmp_path, encoder_path, source) 
     with pytest.raises(CheckpointError, match="FCPE weights not found.*rvc-lora download fcpe"):
         run(cfg)
     assert not (tmp_path / "a.wav").exists()
+
+
+def test_a_voice_without_pitch_needs_no_f0_weights_under_auto(
+    tmp_path, encoder_path, source, methods
+) -> None:
+    """Fails if inference resolved ``auto`` (and so demanded RMVPE or FCPE weights) for a model
+    that takes no F0 at all."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.manual_seed(0)
+    ckpt = export_rvc_model(build_synthesizer("tiny", f0=False), folder / "voice.pth")
+    (folder / ".hydra").mkdir()
+    features = {"encoder_path": str(encoder_path), "f0_method": "auto"}
+    OmegaConf.save(OmegaConf.create({"features": features}), folder / ".hydra" / "config.yaml")
+    absent = {"features.fcpe_path": tmp_path / "no.pt", "features.rmvpe_path": tmp_path / "no2.pt"}
+    out = tmp_path / "a.wav"
+    run(_cfg(ckpt=ckpt, source=source, output=out, **absent))
+    assert sf.info(out).frames > 0 and methods == []

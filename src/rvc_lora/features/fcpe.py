@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from rvc_lora.features.weights import require_weights
-from rvc_lora.models.checkpoint import load_state_strict
+from rvc_lora.models.checkpoint import check_state_fits
 from rvc_lora.spectral import mel_basis
 from rvc_lora.utils.errors import CheckpointError
 from rvc_lora.utils.safe_load import safe_torch_load
@@ -343,7 +343,7 @@ def load_fcpe(path: str | os.PathLike[str], device: torch.device | str = "cpu") 
     config = _config_from_file(ckpt["config_dict"], source)
     state = _fold_weight_norm(ckpt["model"], "output_proj", source)
     with torch.device("meta"):  # the fit is checked before memory of the claimed size is taken
-        load_state_strict(FCPENet(config), state, source=source, hint=_FIX[0].upper() + _FIX[1:])
+        check_state_fits(FCPENet(config), state, source=source, hint=_FIX[0].upper() + _FIX[1:])
     net = FCPENet(config)
     net.load_state_dict(state)
     return FCPE(net, device)

@@ -83,9 +83,11 @@ def conversion_setup(
 
     rmvpe_path = trained_setting(cfg, trained, "rmvpe_path") or "models/rmvpe.pt"
     fcpe_path = trained_setting(cfg, trained, "fcpe_path") or "models/fcpe_c_v001.pt"
-    f0_method = resolve_f0_method(
-        str(trained_setting(cfg, trained, "f0_method")), rmvpe_path, fcpe_path
-    )
+    f0_method = str(trained_setting(cfg, trained, "f0_method"))
+    if model.f0:
+        f0_method = resolve_f0_method(f0_method, rmvpe_path, fcpe_path)
+    elif f0_method == "auto":  # a voice without pitch never tracks F0: no weights to look for
+        f0_method = "pm"
     options = ConvertOptions(
         pitch=pitch,
         auto_pitch_hz=auto_pitch_hz,

@@ -121,8 +121,6 @@ def load_state_strict(
 ) -> None:
     """Load ``state`` into ``module`` only if every key and shape fits.
 
-    A ``module`` on the meta device checks the fit without loading anything.
-
     Args:
         allow_missing: key prefixes the caller knows may be absent (e.g. ``("enc_q.",)``);
             those parameters keep their current values.
@@ -131,12 +129,25 @@ def load_state_strict(
     Raises:
         CheckpointError: one message listing missing, unexpected and mis-shaped keys.
     """
+    check_state_fits(module, state, allow_missing=allow_missing, source=source, hint=hint)
+    module.load_state_dict(dict(state), strict=False)
+
+
+def check_state_fits(
+    module: nn.Module,
+    state: Mapping[str, Any],
+    *,
+    allow_missing: tuple[str, ...] = (),
+    source: str = "state dict",
+    hint: str = _RVC_HINT,
+) -> None:
+    """:func:`load_state_strict`'s checks alone: ``module`` may live on the meta device, so a
+    file's fit is known before memory of the size it claims is taken."""
     _check_entries(state, source)
     missing, unexpected, shaped = state_mismatches(
         expected_state_shapes(module), state, allow_missing
     )
     _raise_if_unfit(type(module).__name__, missing, unexpected, shaped, source, hint)
-    module.load_state_dict(dict(state), strict=False)
 
 
 @functools.lru_cache(maxsize=64)
