@@ -132,22 +132,17 @@ def _determinism(results: Path) -> str:
     return "| changed | row |"
 
 
-def _f0_accuracy(results: Path) -> str:
-    path = results / "f0_accuracy" / "table.md"
-    text = path.read_text(encoding="utf-8")
-    row = "| world_resynth | fcpe | 2.85 |"
-    assert row in text
-    path.write_text(text.replace(row, "| world_resynth | fcpe | 9.87 |"), encoding="utf-8")
-    return "| world_resynth | fcpe | 9.87 |"
+def _table_cell(folder: str, old: str, new: str):
+    """An edit of one cell of ``results/<folder>/table.md``: ``old`` must be there."""
 
+    def edit(results: Path) -> str:
+        path = results / folder / "table.md"
+        text = path.read_text(encoding="utf-8")
+        assert old in text
+        path.write_text(text.replace(old, new), encoding="utf-8")
+        return new
 
-def _fcpe_crosscheck(results: Path) -> str:
-    path = results / "fcpe_crosscheck" / "table.md"
-    text = path.read_text(encoding="utf-8")
-    row = "| **all** | 75,887 | 64,268 | 100.00% |"
-    assert row in text
-    path.write_text(text.replace(row, "| **all** | 75,887 | 64,268 | 98.76% |"), encoding="utf-8")
-    return "98.76%"
+    return edit
 
 
 def _voices(results: Path) -> str:
@@ -169,8 +164,12 @@ EDITS = {
     "LR_GRID": _lr_grid,
     "LORA_SIZES": _sizes,
     "DETERMINISM": _determinism,
-    "F0_ACCURACY": _f0_accuracy,
-    "FCPE_CROSSCHECK": _fcpe_crosscheck,
+    "F0_ACCURACY": _table_cell(
+        "f0_accuracy", "| world_resynth | fcpe | 2.85 |", "| world_resynth | fcpe | 9.87 |"
+    ),
+    "FCPE_CROSSCHECK": _table_cell(
+        "fcpe_crosscheck", "| 75,887 | 64,268 | 100.00% |", "| 75,887 | 64,268 | 98.76% |"
+    ),
     "DEMO_VOICES": _voices,
     "BENCH": _bench,
 }
