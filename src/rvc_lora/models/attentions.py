@@ -66,12 +66,14 @@ class RelativeMultiHeadAttention(nn.Module):
         return self.conv_o(out)
 
     def _window(self, emb: torch.Tensor, length: int) -> torch.Tensor:
-        """Relative embeddings for offsets -(length-1)..(length-1): ``[1, 2*length-1, d]``."""
-        w = self.window_size
-        pad = max(length - (w + 1), 0)
-        start = max(w + 1 - length, 0)
-        if pad > 0:
-            emb = F.pad(emb, (0, 0, pad, pad))  # offsets beyond the window get zero embeddings
+        """Relative embeddings for offsets -(length-1)..(length-1): ``[1, 2*length-1, d]``.
+
+        Offsets beyond the window get zero embeddings. Padding by ``length`` each side (not by
+        the ``length - window - 1`` that suffices) keeps the code free of branches on the
+        length, so a traced graph (ONNX export) stays right at every length.
+        """
+        emb = F.pad(emb, (0, 0, length, length))  # offset 0 now sits at window_size + length
+        start = self.window_size + 1
         return emb[:, start : start + 2 * length - 1]
 
 

@@ -29,8 +29,14 @@ class SineGen(nn.Module):
         self.sine_amp, self.noise_std = sine_amp, noise_std
         self.voiced_threshold = voiced_threshold
 
-    def forward(self, f0: torch.Tensor, upp: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """f0 ``[B, T]`` in Hz (0 = unvoiced) -> (sine ``[B, T*upp, H]``, uv ``[B, T*upp, 1]``)."""
+    def forward(
+        self, f0: torch.Tensor, upp: int, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f0 ``[B, T]`` in Hz (0 = unvoiced) -> (sine ``[B, T*upp, H]``, uv ``[B, T*upp, 1]``).
+
+        ``noise`` ``[B, T*upp, H]``, standard normal, replaces the draw from torch's RNG (the
+        ONNX graph takes it as an input).
+        """
         f0 = f0.float()
         harmonics = torch.arange(1, self.dim + 1, device=f0.device, dtype=f0.dtype)
         rad = f0.unsqueeze(-1) * harmonics / self.sampling_rate  # cycles per sample [B, T, H]
@@ -44,8 +50,14 @@ class SineGen(nn.Module):
         uv = (f0 > self.voiced_threshold).to(sine.dtype)
         uv = uv.unsqueeze(-1).repeat_interleave(upp, dim=1)  # [B, T*upp, 1]
         noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-        noise = noise_amp * torch.randn_like(sine)
-        return sine * uv + noise, uv
+        if noise is None:
+            noise = torch.randn_like(sine)
+        elif noise.shape != sine.shape:
+            raise ValueError(
+                f"source noise: expected shape {list(sine.shape)} [B, T*upp, harmonics], "
+                f"got {list(noise.shape)}"
+            )
+        return sine * uv + noise_amp * noise.to(sine.dtype), uv
 
 
 class SourceModuleHnNSF(nn.Module):
@@ -63,8 +75,10 @@ class SourceModuleHnNSF(nn.Module):
         self.l_sin_gen = SineGen(sampling_rate, harmonic_num, sine_amp, noise_std, voiced_threshold)
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
 
-    def forward(self, f0: torch.Tensor, upp: int) -> torch.Tensor:
-        """f0 ``[B, T]`` -> excitation ``[B, T*upp, 1]``."""
-        sine, _ = self.l_sin_gen(f0, upp)
+    def forward(
+        self, f0: torch.Tensor, upp: int, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """f0 ``[B, T]`` -> excitation ``[B, T*upp, 1]``; ``noise`` as in :class:`SineGen`."""
+        sine, _ = self.l_sin_gen(f0, upp, noise)
         sine = sine.to(self.l_linear.weight.dtype)
         return torch.tanh(self.l_linear(sine))

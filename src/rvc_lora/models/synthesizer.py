@@ -7,6 +7,9 @@ its keys in the same order as RVC's (``enc_p`` first for v1, last for v2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,6 +24,46 @@ from rvc_lora.models.presets import SynthConfig
 POSTERIOR = dict(kernel_size=5, dilation_rate=1, n_layers=16)
 FLOW = dict(kernel_size=5, dilation_rate=1, n_layers=3, n_flows=4)
 INFER_NOISE_SCALE = 0.66666
+
+
+@dataclass(frozen=True)
+class InferNoise:
+    """The standard-normal draws of one ``infer`` call, given instead of drawn from torch's RNG
+    (the ONNX graph's noise inputs; parity tests).
+
+    Attributes:
+        prior: ``[B, inter_channels, T]``: the prior sample's noise, T = the frames ``enc_p``
+            returns (after ``skip_head``'s crop when streaming).
+        source: ``[B, T_dec * hop, 1]``: the NSF excitation's noise (f0 models), T_dec = the
+            frames the decoder gets; None for models without pitch.
+    """
+
+    prior: torch.Tensor
+    source: torch.Tensor | None = None
+
+
+def draw_infer_noise(
+    model: Synthesizer | Any,
+    batch: int,
+    frames: int,
+    *,
+    decoder_frames: int | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> InferNoise:
+    """The noise ``model.infer`` would draw for ``batch`` x ``frames``, in its order (prior,
+    then the NSF source), so with the same RNG state ``infer(noise=...)`` equals ``infer()``.
+
+    ``model`` is anything with a ``config`` and ``f0`` (an ONNX voice too).
+    ``decoder_frames`` defaults to ``frames`` (differs only when streaming crops).
+    """
+    c = model.config
+    prior = torch.randn(batch, c.inter_channels, frames, generator=generator, device=device)
+    source = None
+    if model.f0:
+        n = (frames if decoder_frames is None else decoder_frames) * c.hop_length
+        source = torch.randn(batch, n, 1, generator=generator, device=device)
+    return InferNoise(prior, source)
 
 
 class Synthesizer(nn.Module):
@@ -141,6 +184,7 @@ class Synthesizer(nn.Module):
         return_length2: int | None = None,
         crop: tuple[int, int] | None = None,
         fast: bool = True,
+        noise: InferNoise | None = None,
     ):
         """Convert content features to audio (RVC's ``infer``).
 
@@ -154,6 +198,7 @@ class Synthesizer(nn.Module):
                 ``skip_head``/``return_length`` or ``return_length2``.
             fast: decode with :func:`~rvc_lora.models.fast_decoder.decode_fast` (same output
                 within float rounding; autograd off). False runs the decoder module itself.
+            noise: the random draws to use instead of torch's RNG (:func:`draw_infer_noise`).
         Returns:
             ``(audio [B, 1, T_out*hop], x_mask, (z, z_p, m_p, logs_p))``; with ``crop``,
             ``T_out = T - head - tail`` (x_mask and the latents stay full length).
@@ -170,7 +215,7 @@ class Synthesizer(nn.Module):
             head = int(skip_head)
             flow_head = max(head - 24, 0)
             m_p, logs_p, x_mask = self.enc_p(phone, pitch, phone_lengths, skip_head=flow_head)
-            z_p = (m_p + torch.exp(logs_p) * torch.randn_like(m_p) * INFER_NOISE_SCALE) * x_mask
+            z_p = (m_p + torch.exp(logs_p) * _prior_noise(m_p, noise) * INFER_NOISE_SCALE) * x_mask
             z = self.flow(z_p, x_mask, g=g, reverse=True)
             keep = slice(head - flow_head, head - flow_head + int(return_length))
             z, x_mask = z[:, :, keep], x_mask[:, :, keep]
@@ -178,20 +223,34 @@ class Synthesizer(nn.Module):
                 pitchf = pitchf[:, head : head + int(return_length)]
         else:
             m_p, logs_p, x_mask = self.enc_p(phone, pitch, phone_lengths)
-            z_p = (m_p + torch.exp(logs_p) * torch.randn_like(m_p) * INFER_NOISE_SCALE) * x_mask
+            z_p = (m_p + torch.exp(logs_p) * _prior_noise(m_p, noise) * INFER_NOISE_SCALE) * x_mask
             z = self.flow(z_p, x_mask, g=g, reverse=True)
         f0 = pitchf if self.f0 else None
+        source = noise.source if (noise is not None and self.f0) else None
         # Under autocast the module path keeps autocast's per-op dtypes (the fast path's fused
         # oneDNN ops take one dtype); validation of an AMP run comes here.
         autocast = torch.is_autocast_enabled(z.device.type)
         if fast and not autocast and not torch.is_grad_enabled() and can_decode_fast(self.dec):
-            o = decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop)
+            o = decode_fast(
+                self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop, source_noise=source
+            )
         else:
-            o = self.dec(z * x_mask, f0, g=g, n_res=return_length2)
+            o = self.dec(z * x_mask, f0, g=g, n_res=return_length2, source_noise=source)
             if crop is not None:
                 head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
                 o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
         return o, x_mask, (z, z_p, m_p, logs_p)
+
+
+def _prior_noise(m_p: torch.Tensor, noise: InferNoise | None) -> torch.Tensor:
+    if noise is None:
+        return torch.randn_like(m_p)
+    if noise.prior.shape != m_p.shape:
+        raise ValueError(
+            f"prior noise: expected shape {list(m_p.shape)} [B, inter_channels, T], "
+            f"got {list(noise.prior.shape)}"
+        )
+    return noise.prior.to(m_p.dtype)
 
 
 def build_synthesizer(preset: str | SynthConfig, f0: bool = True) -> Synthesizer:
