@@ -132,25 +132,49 @@ def write_audio(path: Path, audio: np.ndarray, sr: int, subtype: str) -> None:
         sf.write(tmp, audio, sr, subtype=subtype if fmt != "OGG" else None, format=fmt)
 
 
+MODES = ("convert", "export", "export_onnx")
+BACKENDS = ("torch", "onnx")
+
+
 def run(cfg: DictConfig) -> list[Path]:
-    """Convert ``cfg.source`` (file or folder) into ``cfg.output``, or export (``mode=export``)."""
+    """Convert ``cfg.source`` (file or folder) into ``cfg.output``, or export the voice
+    (``mode=export``: RVC's ``.pth``; ``mode=export_onnx``: one ``.onnx``). ``backend=onnx``
+    converts with an exported ``.onnx`` voice run by onnxruntime."""
     from rvc_lora.inference.checkpoints import load_voice_model
 
+    backend, mode = str(cfg.get("backend", "torch")), str(cfg.mode)
+    if mode not in MODES:
+        raise InferenceError(f"mode={mode}: choose one of {', '.join(MODES)}")
+    if backend not in BACKENDS:
+        raise InferenceError(f"backend={backend}: choose one of {', '.join(BACKENDS)}")
     ckpt = Path(cfg.ckpt)
     if not ckpt.exists():
         raise InferenceError(
             f"{ckpt}: no such checkpoint; pass ckpt=<adapter .safetensors, run .ckpt or RVC .pth>"
+            + (" or, with backend=onnx, an exported .onnx voice" if backend == "onnx" else "")
         )
+    index_path = Path(cfg.index) if cfg.get("index") else find_index(ckpt)
+    if backend == "onnx":
+        if mode != "convert":
+            raise InferenceError(f"mode={mode} exports from a PyTorch voice; drop backend=onnx")
+        return _convert_onnx(cfg, ckpt, index_path)
     model, meta = load_voice_model(ckpt, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(ckpt)
-    index_path = Path(cfg.index) if cfg.get("index") else find_index(ckpt)
-    if cfg.mode == "export":
+    if mode == "export":
         return [export_voice(model, Path(cfg.output), index_path)]
-    if cfg.mode != "convert":
-        raise InferenceError(f"mode={cfg.mode}: choose convert or export")
-    if not cfg.get("source"):
-        raise InferenceError("no source: pass source=<audio file or folder>")
+    if mode == "export_onnx":
+        from rvc_lora.inference.onnx_run import export_onnx_voice
+
+        return [export_onnx_voice(cfg, model, meta, ckpt, trained, index_path)]
     return convert_sources(cfg, model, meta, trained, index_path)
+
+
+def _convert_onnx(cfg: DictConfig, ckpt: Path, index_path: Path | None) -> list[Path]:
+    from rvc_lora.inference.onnx_run import check_encoder, load_onnx_voice
+
+    voice, trained = load_onnx_voice(cfg, ckpt)
+    check_encoder(voice, trained_setting(cfg, trained, "encoder_path"))
+    return convert_sources(cfg, voice, voice.meta, trained, index_path)
 
 
 def export_voice(model, output: Path, index_path: Path | None) -> Path:
@@ -175,8 +199,10 @@ def convert_sources(
     cfg: DictConfig, model, meta: dict, trained: DictConfig | None, index_path: Path | None
 ) -> list[Path]:
     from rvc_lora.inference.pipeline import MIN_SAMPLES
-    from rvc_lora.inference.pitch import parse_pitch, require_voice_median
+    from rvc_lora.inference.pitch import parse_pitch
 
+    if not cfg.get("source"):
+        raise InferenceError("no source: pass source=<audio file or folder>")
     source, output = Path(cfg.source), Path(cfg.output)
     if source.is_dir():
         files = find_audio_files(source)
@@ -189,7 +215,9 @@ def convert_sources(
         raise InferenceError(f"{source}: no such file or folder")
 
     pitch = parse_pitch(cfg.pitch)
-    auto_hz = require_voice_median(cfg.ckpt) if pitch == "auto" else None
+    auto_hz = None
+    if pitch == "auto":
+        auto_hz = _voice_median(cfg, model)
     options, pipeline, index = conversion_setup(
         cfg,
         model,
@@ -225,6 +253,17 @@ def convert_sources(
     for reason in failed:
         print(f"  skipped: {reason}")
     return written
+
+
+def _voice_median(cfg: DictConfig, model: Any) -> float:
+    from rvc_lora.inference.onnx_voice import OnnxVoice
+    from rvc_lora.inference.pitch import require_voice_median
+
+    if isinstance(model, OnnxVoice):
+        from rvc_lora.inference.onnx_run import onnx_voice_median
+
+        return onnx_voice_median(model)
+    return require_voice_median(cfg.ckpt)
 
 
 def output_names(files: list[Path], source: Path) -> list[Path]:
