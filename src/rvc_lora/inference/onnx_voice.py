@@ -148,18 +148,6 @@ class OnnxVoice:
             if i.type != want:
                 raise OnnxError(f"{self.path}: input {i.name} is {i.type}, expected {want}")
 
-    # -- Synthesizer's interface -----------------------------------------------------------
-    @property
-    def version(self) -> str:
-        return self.config.version
-
-    @property
-    def sr(self) -> int:
-        return self.config.sr
-
-    def eval(self) -> OnnxVoice:
-        return self
-
     def run(
         self,
         phone: torch.Tensor,
@@ -218,4 +206,4 @@ class OnnxVoice:
                 raise ValueError(f"crop: frames to drop must be >= 0 each side, got {crop}")
             hop = self.config.hop_length
             out = out[..., head * hop : max(out.shape[-1] - tail * hop, head * hop)]
-        return out.to(phone.device), None, None
+        return out.to(phone.device), None, None  # no mask or latents: the graph returns audio
