@@ -18,12 +18,12 @@ import io
 import json
 import os
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import rvc_lora
 from rvc_lora.inference.onnx_voice import FORMAT, FORMAT_VERSION, INSTALL_HINT, OnnxError
 from rvc_lora.models.nn import fold_weight_norm
 from rvc_lora.models.onnx_graph import OUTPUT, graph_inputs, synthesis_graph
@@ -43,6 +43,13 @@ _AXES = {
     "source_noise": {0: "batch", 1: "samples"},
     OUTPUT: {0: "batch", 2: "samples"},
 }
+
+
+def _our_version() -> str:
+    try:
+        return version("rvc-lora")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
 
 
 def import_onnx() -> Any:
@@ -122,7 +129,7 @@ def export_onnx(
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, str(value)
-    proto.producer_name, proto.producer_version = "rvc-lora", rvc_lora.__version__
+    proto.producer_name, proto.producer_version = "rvc-lora", _our_version()
     with atomic_path(output) as tmp:
         onnx.save(proto, str(tmp))
     return output
@@ -142,5 +149,5 @@ def model_metadata(model: Synthesizer) -> dict[str, str]:
         "spk_embed_dim": str(c.spk_embed_dim),
         "config": json.dumps(c.to_rvc_list()),
         "opset": str(OPSET),
-        "exporter": f"rvc-lora {rvc_lora.__version__}, torch {torch.__version__}",
+        "exporter": f"rvc-lora {_our_version()}, torch {torch.__version__}",
     }

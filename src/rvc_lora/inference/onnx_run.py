@@ -29,10 +29,13 @@ def export_onnx_voice(
     ckpt: Path,
     trained: DictConfig | None,
     index_path: Path | None,
+    encoder_path: str | None = None,
 ) -> Path:
-    """``infer.py mode=export_onnx``: write ``cfg.output`` (+ the index beside it)."""
+    """``infer.py mode=export_onnx``: write ``cfg.output`` (+ the index beside it).
+
+    ``encoder_path``: the content encoder the voice was trained with (recorded when given).
+    """
     from rvc_lora.inference.onnx_export import export_onnx
-    from rvc_lora.inference.run import trained_setting
     from rvc_lora.lora import base_identity
 
     output = Path(cfg.output)
@@ -50,10 +53,9 @@ def export_onnx_voice(
     if trained is not None:
         method = OmegaConf.select(trained, "features.f0_method")
         meta["trained_f0_method"] = str(method) if method else ""
-        encoder = trained_setting(cfg, trained, "encoder_path")
-        if encoder and Path(encoder).is_file():
-            meta["encoder_file"] = Path(encoder).name
-            meta["encoder_sha256"] = sha256_of(Path(encoder))
+    if encoder_path and Path(encoder_path).is_file():
+        meta["encoder_file"] = Path(encoder_path).name
+        meta["encoder_sha256"] = sha256_of(Path(encoder_path))
     median = recorded_voice_median(ckpt)
     if median is not None:
         meta[MEDIAN_KEY] = repr(float(median))

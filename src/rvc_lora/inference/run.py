@@ -165,7 +165,8 @@ def run(cfg: DictConfig) -> list[Path]:
     if mode == "export_onnx":
         from rvc_lora.inference.onnx_run import export_onnx_voice
 
-        return [export_onnx_voice(cfg, model, meta, ckpt, trained, index_path)]
+        encoder = trained_setting(cfg, trained, "encoder_path") if trained is not None else None
+        return [export_onnx_voice(cfg, model, meta, ckpt, trained, index_path, encoder)]
     return convert_sources(cfg, model, meta, trained, index_path)
 
 
