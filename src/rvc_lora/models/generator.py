@@ -10,9 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rvc_lora.models.activations import LRELU_SLOPE, leaky_relu
+from rvc_lora.models.commons import sequence_mask
 from rvc_lora.models.modules import ResBlock1, ResBlock2
 from rvc_lora.models.nn import init_normal, wn_conv_transpose1d
 from rvc_lora.models.nsf import SourceModuleHnNSF
+
+
+def _conv_of(m: nn.Module) -> nn.Module:
+    # A LoRA wrapper (duck-typed: models do not import lora) keeps the conv as `base_layer`.
+    return getattr(m, "base_layer", m)
 
 
 class Generator(nn.Module):
@@ -80,11 +86,16 @@ class Generator(nn.Module):
         g: torch.Tensor | None = None,
         n_res: int | None = None,
         source_noise: torch.Tensor | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x ``[B, C, T]``, f0 ``[B, T]`` Hz (NSF only), g ``[B, gin, 1]`` -> ``[B, 1, T*upp]``.
 
         ``n_res`` linearly resamples the latent to that many frames first (formant shift).
         ``source_noise`` ``[B, T*upp, 1]`` replaces the NSF source's RNG draw.
+        ``lengths`` ``[B]`` (frames): zero every conv's input past each row's length, as the
+        conv's own zero padding does for that row alone, so a row of a padded batch decodes
+        exactly as it would alone (the decoder has no masks otherwise: its biases spread into
+        the padding and back). Samples past a row's end come out as zeros.
         """
         har = None
         if self.m_source is not None:
@@ -94,7 +105,14 @@ class Generator(nn.Module):
             if n_res is not None and n_res * self.upp != har.shape[-1]:
                 har = F.interpolate(har, size=n_res * self.upp, mode="linear")
         if n_res is not None and n_res != x.shape[-1]:
+            if lengths is not None:
+                raise ValueError("lengths (per-row masks) cannot be combined with n_res")
             x = F.interpolate(x, size=n_res, mode="linear")
+        masks = self._stage_masks(lengths, x) if lengths is not None else None
+        if masks is not None:
+            x = x * masks[0]
+            if har is not None:
+                har = har * masks[-1]
         x = self.conv_pre(x)
         if g is not None and self.cond is not None:
             x = x + self.cond(g)
@@ -102,11 +120,24 @@ class Generator(nn.Module):
         # resblock average) that nothing else reads, forward or backward; the up conv then
         # saves the same tensor that the activation keeps.
         for i, up in enumerate(self.ups):
-            x = up(leaky_relu(x, LRELU_SLOPE, inplace=True))
+            x = leaky_relu(x, LRELU_SLOPE, inplace=True)
+            x = up(x * masks[i] if masks is not None else x)
             if har is not None:
                 x = x + self.noise_convs[i](har)
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            x = sum(block(x) for block in blocks) / self.num_kernels
+            mask = masks[i + 1] if masks is not None else None
+            x = sum(block(x, mask) for block in blocks) / self.num_kernels
         # Default slope 0.01 here, not 0.1: RVC's final activation (RVC_FACTS.md pitfall 12).
-        x = self.conv_post(leaky_relu(x, 0.01, inplace=True))
-        return torch.tanh(x)
+        x = leaky_relu(x, 0.01, inplace=True)
+        if masks is None:
+            return torch.tanh(self.conv_post(x))
+        return torch.tanh(self.conv_post(x * masks[-1])) * masks[-1]
+
+    def _stage_masks(self, lengths: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, 1, T * rate]`` masks at the rate of conv_pre and after each upsampling."""
+        rates = [1]
+        for up in self.ups:
+            rates.append(rates[-1] * int(_conv_of(up).stride[0]))
+        t = x.shape[-1]
+        lengths = lengths.to(x.device)
+        return [sequence_mask(lengths * r, t * r).unsqueeze(1).to(x.dtype) for r in rates]

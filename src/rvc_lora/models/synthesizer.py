@@ -185,6 +185,7 @@ class Synthesizer(nn.Module):
         crop: tuple[int, int] | None = None,
         fast: bool = True,
         noise: InferNoise | None = None,
+        row_masks: bool = False,
     ):
         """Convert content features to audio (RVC's ``infer``).
 
@@ -199,6 +200,10 @@ class Synthesizer(nn.Module):
             fast: decode with :func:`~rvc_lora.models.fast_decoder.decode_fast` (same output
                 within float rounding; autograd off). False runs the decoder module itself.
             noise: the random draws to use instead of torch's RNG (:func:`draw_infer_noise`).
+            row_masks: decode every row of a padded batch exactly as it would decode alone
+                (``Generator``'s ``lengths``; module path), with zeros past each row's end.
+                RVC does not: its decoder lets the padding leak into the last frames of the
+                shorter rows. Not with streaming or ``return_length2``.
         Returns:
             ``(audio [B, 1, T_out*hop], x_mask, (z, z_p, m_p, logs_p))``; with ``crop``,
             ``T_out = T - head - tail`` (x_mask and the latents stay full length).
@@ -230,15 +235,28 @@ class Synthesizer(nn.Module):
         # Under autocast the module path keeps autocast's per-op dtypes (the fast path's fused
         # oneDNN ops take one dtype); validation of an AMP run comes here.
         autocast = torch.is_autocast_enabled(z.device.type)
-        if fast and not autocast and not torch.is_grad_enabled() and can_decode_fast(self.dec):
-            o = decode_fast(
-                self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop, source_noise=source
-            )
-        else:
-            o = self.dec(z * x_mask, f0, g=g, n_res=return_length2, source_noise=source)
-            if crop is not None:
-                head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
-                o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
+        if row_masks and (streaming or return_length2 is not None):
+            raise ValueError("row_masks cannot be combined with streaming or return_length2")
+        lengths = phone_lengths if row_masks else None
+        if (
+            not row_masks
+            and fast
+            and not autocast
+            and not torch.is_grad_enabled()
+            and can_decode_fast(self.dec)
+        ):
+            return (
+                decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop,
+                            source_noise=source),
+                x_mask,
+                (z, z_p, m_p, logs_p),
+            )  # fmt: skip
+        o = self.dec(
+            z * x_mask, f0, g=g, n_res=return_length2, source_noise=source, lengths=lengths
+        )
+        if crop is not None:
+            head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
+            o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
         return o, x_mask, (z, z_p, m_p, logs_p)
 
 
