@@ -124,6 +124,34 @@ class ConvertOptions:
             raise ConversionError(f"speaker_id: expected an integer >= 0, got {self.speaker_id}")
 
 
+@dataclass
+class SynthJob:
+    """One chunk's synthesizer call: phone ``[1, T, D]``, lengths ``[1]``, pitch/pitchf
+    ``[1, T]`` (None without F0), sid ``[1]``, and the seed of its noise."""
+
+    phone: torch.Tensor
+    lengths: torch.Tensor
+    pitch: torch.Tensor | None
+    pitchf: torch.Tensor | None
+    sid: torch.Tensor
+    seed: int | None
+
+
+@dataclass
+class ConversionPlan:
+    """What :meth:`ConversionPipeline.plan` computed for one input before synthesis."""
+
+    audio: np.ndarray  # filtered input [N]
+    audio_pad: np.ndarray  # reflect-padded by x_pad each side
+    cuts: list[int]
+    pitch: torch.Tensor | None  # [1, P] over audio_pad
+    pitchf: torch.Tensor | None
+    opts: ConvertOptions
+    index: FeatureIndex | None  # None when retrieval is off
+    pitch_shift: float  # semitones applied (pitch=auto resolved)
+    sr: int  # the model's rate
+
+
 class ConversionPipeline:
     """RVC's offline conversion around a content encoder (and an F0 network for ``rmvpe``/``fcpe``).
 
@@ -193,39 +221,63 @@ class ConversionPipeline:
             ``(audio [M] float32 in [-1, 1], sample_rate)``; the rate is ``model.config.sr``
             or ``opts.resample_sr``.
         """
+        plan = self.plan(model, audio16k, opts, index)
+        return self.finish(plan, [self.synthesize(model, job) for job in self.jobs(model, plan)])
+
+    def plan(
+        self,
+        model: Synthesizer,
+        audio16k: np.ndarray,
+        opts: ConvertOptions | None = None,
+        index: FeatureIndex | None = None,
+    ) -> ConversionPlan:
+        """The first steps of :meth:`convert`: checks, filtering, cut points, padding, F0."""
         opts = opts or ConvertOptions()
         self._check(model, opts, index)
         audio = self._prepare(audio16k)
-        tgt_sr = int(model.config.sr)
-        t_pad_tgt = tgt_sr * self.x_pad
         cuts = self.cut_points(audio)
         audio_pad = np.pad(audio, (self.t_pad, self.t_pad), mode="reflect")
         pitch, pitchf = self._pitch(model, audio_pad, opts)
-        sid = torch.tensor([int(opts.speaker_id)], device=self.device, dtype=torch.long)
         use_index = index if (index is not None and opts.index_rate != 0) else None
+        return ConversionPlan(audio, audio_pad, cuts, pitch, pitchf, opts, use_index,
+                              self.last_pitch, int(model.config.sr))  # fmt: skip
 
-        def run(chunk: np.ndarray, frames: slice) -> np.ndarray:
-            p = pitch[:, frames] if pitch is not None else None
-            pf = pitchf[:, frames] if pitchf is not None else None
-            out = self._vc(model, chunk, p, pf, sid, use_index, opts)
-            return out[t_pad_tgt : len(out) - t_pad_tgt]
-
-        outputs: list[np.ndarray] = []
-        s, t = 0, None
-        for t in cuts:
+    def jobs(self, model: Synthesizer, plan: ConversionPlan) -> Iterator[SynthJob]:
+        """One synthesis job per chunk, in order (content features, retrieval, protect)."""
+        sid = torch.tensor([int(plan.opts.speaker_id)], device=self.device, dtype=torch.long)
+        spans: list[tuple[int, int | None, slice]] = []
+        s = 0
+        for t in plan.cuts:
             t = t // WINDOW * WINDOW
-            outputs.append(
-                run(audio_pad[s : t + 2 * self.t_pad + WINDOW],
-                    slice(s // WINDOW, (t + 2 * self.t_pad) // WINDOW))
-            )  # fmt: skip
+            spans.append(
+                (s, t + 2 * self.t_pad + WINDOW, slice(s // WINDOW, (t + 2 * self.t_pad) // WINDOW))
+            )
             s = t
-        start = t if t is not None else 0
-        outputs.append(run(audio_pad[start:], slice(start // WINDOW, None)))
-        out = np.concatenate(outputs).astype(np.float32, copy=False)
-        del outputs, audio_pad
+        spans.append((s, None, slice(s // WINDOW, None)))
+        for start, end, frames in spans:
+            p = plan.pitch[:, frames] if plan.pitch is not None else None
+            pf = plan.pitchf[:, frames] if plan.pitchf is not None else None
+            yield self._features(
+                model, plan.audio_pad[start:end], p, pf, sid, plan.index, plan.opts
+            )
 
+    def synthesize(self, model: Synthesizer, job: SynthJob) -> np.ndarray:
+        """A job's ``[T * hop]`` audio, its prior noise seeded by the options' seed."""
+        with (
+            torch.inference_mode() if self.fast else torch.no_grad(),
+            _seeded(job.seed, self.device),
+        ):
+            return self._synthesize(model, job.phone, job.lengths, job.pitch, job.pitchf, job.sid)
+
+    def finish(self, plan: ConversionPlan, outputs: list[np.ndarray]) -> tuple[np.ndarray, int]:
+        """The last steps of :meth:`convert`: trim each chunk's padding, join, RMS mix,
+        resample, peak-normalise. ``outputs``: each job's synthesized ``[T * hop]``."""
+        opts, tgt_sr = plan.opts, plan.sr
+        t_pad_tgt = tgt_sr * self.x_pad
+        out = np.concatenate([o[t_pad_tgt : len(o) - t_pad_tgt] for o in outputs])
+        out = out.astype(np.float32, copy=False)
         if opts.rms_mix_rate != 1:
-            out = change_rms(audio, SR_IN, out, tgt_sr, opts.rms_mix_rate)
+            out = change_rms(plan.audio, SR_IN, out, tgt_sr, opts.rms_mix_rate)
         sr = tgt_sr
         if opts.resample_sr and opts.resample_sr != tgt_sr:
             from rvc_lora.audio import resample
@@ -334,7 +386,7 @@ class ConversionPipeline:
         )  # fmt: skip
         return shift
 
-    def _vc(
+    def _features(
         self,
         model: Synthesizer,
         chunk: np.ndarray,
@@ -343,8 +395,9 @@ class ConversionPipeline:
         sid: torch.Tensor,
         index: FeatureIndex | None,
         opts: ConvertOptions,
-    ) -> np.ndarray:
-        """One chunk (RVC's ``vc``): features, retrieval, protect, synthesis; returns [samples]."""
+    ) -> SynthJob:
+        """One chunk's synthesizer inputs (RVC's ``vc`` up to ``infer``): features, retrieval,
+        protect."""
         # inference_mode skips autograd's version and view bookkeeping; no_grad on the old path.
         with torch.inference_mode() if self.fast else torch.no_grad():
             wav = torch.from_numpy(chunk).float().view(1, -1).to(self.device)  # [1, N]
@@ -365,8 +418,7 @@ class ConversionPipeline:
                 mask = torch.where(pitchf < 1, opts.protect, 1.0).unsqueeze(-1).to(feats.dtype)
                 feats = feats * mask + feats0 * (1 - mask)
             lengths = torch.tensor([p_len], device=self.device, dtype=torch.long)
-            with _seeded(opts.seed, self.device):
-                return self._synthesize(model, feats, lengths, pitch, pitchf, sid)
+        return SynthJob(feats, lengths, pitch, pitchf, sid, opts.seed)
 
     def _synthesize(
         self,

@@ -23,14 +23,16 @@ import copy
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from rvc_lora.inference.mixed import ConvertItem, convert_batch, infer_mixed
 from rvc_lora.lora import (
     AdapterFile,
     LoraConfig,
@@ -46,8 +48,11 @@ from rvc_lora.lora import (
 )
 from rvc_lora.lora.identity import check_identity
 from rvc_lora.lora.inject import rvc_param_name
-from rvc_lora.models.synthesizer import Synthesizer
+from rvc_lora.models.synthesizer import InferNoise, Synthesizer
 from rvc_lora.utils.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from rvc_lora.inference.pipeline import ConversionPipeline
 
 _ADAPTER_ATTRS = ("lora_A", "lora_B", "lora_magnitude")
 # (module, rank, scale, dora) per wrapped module, then the sorted extra tensor names.
@@ -249,6 +254,34 @@ class VoiceBank:
         if lora_layers(model):
             unload_lora(model, merge=name is not None)
         return model.eval()
+
+    # ---- mixed-voice batches ------------------------------------------------------------------
+    def infer_mixed(
+        self,
+        phone: torch.Tensor,
+        lengths: torch.Tensor,
+        pitch: torch.Tensor | None,
+        pitchf: torch.Tensor | None,
+        sid: torch.Tensor | None,
+        voices: Sequence[str | None],
+        noise: InferNoise | None = None,
+    ):
+        """``Synthesizer.infer`` over a padded batch, row i converted with ``voices[i]`` (None:
+        the base), in one forward: each adapted layer adds every row's own low-rank branch
+        (:mod:`rvc_lora.lora.rows`). A row's output does not depend on the other rows; samples
+        past its length are zeros. DoRA voices are refused (convert them with :meth:`use`)."""
+        return infer_mixed(self, phone, lengths, pitch, pitchf, sid, voices, noise)
+
+    def convert_batch(
+        self,
+        pipeline: ConversionPipeline,
+        items: Sequence[ConvertItem | tuple],
+        max_rows: int = 8,
+    ) -> list[tuple[np.ndarray, int]]:
+        """Convert ``items`` (:class:`~rvc_lora.inference.mixed.ConvertItem` or ``(audio16k,
+        voice, options[, index])``), synthesizing ``max_rows`` chunks per mixed batch; each
+        result equals ``pipeline.convert(self.merged(voice), ...)`` within float rounding."""
+        return convert_batch(self, pipeline, items, max_rows)
 
     # ---- internals ---------------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
