@@ -147,3 +147,81 @@ def test_convert_batch_equals_converting_each_item_with_its_merged_voice(bank, t
         want, want_sr = pipeline.convert(bank.merged(v), a, opts)
         assert sr == want_sr and audio.shape == want.shape
         assert np.abs(audio - want).max() <= RTOL * np.abs(want).max()
+
+
+def test_manifest_of_jobs_converts_each_source_with_its_voice(tmp_path):
+    """`infer.py jobs=manifest.csv`: each output equals converting that source alone with its
+    adapter (`infer.py ckpt=adapter`), a bad source is skipped and counted."""
+    import soundfile as sf
+    from omegaconf import OmegaConf
+
+    from rvc_lora.inference.run import run
+    from rvc_lora.lora import base_state_dict
+    from rvc_lora.utils.atomic import atomic_torch_save
+    from tests.inference.test_cli import _cfg
+
+    encoder = write_tiny_fairseq_checkpoint(tmp_path / "hubert_tiny.pt")
+    base = make_base()
+    atomic_torch_save({"model": base_state_dict(base)}, tmp_path / "base.pth")
+    features = {"encoder_path": str(encoder), "f0_method": "pm"}
+    voices = {}
+    for name, cfg in (("a", CONFIGS[0]), ("b", CONFIGS[3])):
+        run_dir = tmp_path / name
+        (run_dir / ".hydra").mkdir(parents=True)
+        model = make_base()
+        inject_lora(model, cfg)
+        randomize_adapter(model, seed=len(name) + ord(name), relative=0.1)
+        voices[name] = save_adapter(model, run_dir / "adapter.safetensors")
+        config = {
+            "model": {"preset": "tiny", "f0": True, "pretrained_g": str(tmp_path / "base.pth")}
+        }
+        OmegaConf.save(
+            OmegaConf.create({**config, "features": features}), run_dir / ".hydra/config.yaml"
+        )
+    for i in range(3):
+        sf.write(tmp_path / f"s{i}.wav", phrases(16000, n=2, seconds=0.8 + 0.3 * i, seed=i), 16000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....not audio")
+    rows = ["source,voice,output", "s0.wav,a/adapter.safetensors,out/0.wav",
+            "s1.wav,b/adapter.safetensors,out/1.wav", "s2.wav,a/adapter.safetensors,out/2.wav",
+            "broken.wav,b/adapter.safetensors,out/3.wav"]  # fmt: skip
+    (tmp_path / "jobs.csv").write_text("\n".join(rows) + "\n")
+    written = run(_cfg(jobs=tmp_path / "jobs.csv", output_subtype="FLOAT"))
+    assert written == [tmp_path / "out" / f"{i}.wav" for i in range(3)]
+    for i, voice in enumerate(["a", "b", "a"]):
+        alone = tmp_path / f"alone{i}.wav"
+        run(
+            _cfg(
+                ckpt=voices[voice],
+                source=tmp_path / f"s{i}.wav",
+                output=alone,
+                output_subtype="FLOAT",
+            )
+        )
+        got, want = sf.read(written[i])[0], sf.read(alone)[0]
+        assert got.shape == want.shape
+        # The single conversion decodes with the fast decoder: same maths, other rounding.
+        assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+    assert not (tmp_path / "out" / "3.wav").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("source,output\na.wav,b.wav\n", "missing voice"),
+        ("source,voice,output\n", "at least one row"),
+        ("source,voice,output\na.wav,,o.wav\nb.wav,,o.wav\n", "two jobs write"),
+        (
+            "source,voice,output\na.wav,nope.safetensors,o.wav\n",
+            "voice .*nope.safetensors does not exist",
+        ),
+    ],
+)
+def test_unusable_manifests_are_one_line_errors(tmp_path, text, message):
+    from rvc_lora.inference.jobs import JobsError
+    from rvc_lora.inference.run import run
+    from tests.inference.test_cli import _cfg
+
+    (tmp_path / "jobs.csv").write_text(text)
+    with pytest.raises(JobsError, match=message) as err:
+        run(_cfg(jobs=tmp_path / "jobs.csv"))
+    assert "\n" not in str(err.value)
