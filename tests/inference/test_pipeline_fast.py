@@ -76,9 +76,9 @@ def test_chunks_are_decoded_cropped_in_inference_mode(encoder, monkeypatch):
     calls = []
     real = synth_module.decode_fast
 
-    def spy(dec, x, f0=None, g=None, n_res=None, crop=None, source_noise=None):
+    def spy(dec, x, f0=None, g=None, n_res=None, crop=None, **noise):
         calls.append((crop, torch.is_inference_mode_enabled(), x.shape[-1]))
-        return real(dec, x, f0, g, n_res=n_res, crop=crop, source_noise=source_noise)
+        return real(dec, x, f0, g, n_res=n_res, crop=crop, **noise)
 
     monkeypatch.setattr(synth_module, "decode_fast", spy)
     ConversionPipeline(encoder, **SMALL).convert(tiny(), voice_like(7.3), OPTS)

@@ -239,8 +239,9 @@ def decode_fast(
     n_res: int | None = None,
     crop: tuple[int, int] | None = None,
     source_noise: torch.Tensor | None = None,
+    source_phase: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``dec(x, f0, g, n_res, source_noise)`` (inference only), optionally cropped.
+    """``dec(x, f0, g, n_res, source_noise, source_phase)`` (inference only), optionally cropped.
 
     Args:
         dec: the decoder (see :func:`can_decode_fast`).
@@ -259,7 +260,7 @@ def decode_fast(
             raise ValueError("this decoder is pitch-driven (NSF): pass f0 [B, T] in Hz")
         # Full length even when cropping: the sine phase accumulates from frame 0 and the noise
         # is drawn for every sample, in the RNG order of the module path.
-        har = dec.m_source(f0, dec.upp, source_noise).transpose(1, 2)  # [B, 1, T*upp]
+        har = dec.m_source(f0, dec.upp, source_noise, source_phase).transpose(1, 2)  # [B, 1, T*upp]
         if n_res is not None and n_res * dec.upp != har.shape[-1]:
             har = F.interpolate(har, size=n_res * dec.upp, mode="linear")
     if n_res is not None and n_res != x.shape[-1]:

@@ -87,11 +87,13 @@ class Generator(nn.Module):
         n_res: int | None = None,
         source_noise: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
+        source_phase: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x ``[B, C, T]``, f0 ``[B, T]`` Hz (NSF only), g ``[B, gin, 1]`` -> ``[B, 1, T*upp]``.
 
         ``n_res`` linearly resamples the latent to that many frames first (formant shift).
-        ``source_noise`` ``[B, T*upp, 1]`` replaces the NSF source's RNG draw.
+        ``source_noise`` ``[B, T*upp, 1]`` replaces the NSF source's RNG draw;
+        ``source_phase`` ``[B]`` starts its sine at that phase (cycles) instead of 0.
         ``lengths`` ``[B]`` (frames): zero every conv's input past each row's length, as the
         conv's own zero padding does for that row alone, so a row of a padded batch decodes
         exactly as it would alone (the decoder has no masks otherwise: its biases spread into
@@ -101,7 +103,9 @@ class Generator(nn.Module):
         if self.m_source is not None:
             if f0 is None:
                 raise ValueError("this decoder is pitch-driven (NSF): pass f0 [B, T] in Hz")
-            har = self.m_source(f0, self.upp, source_noise).transpose(1, 2)  # [B, 1, T*upp]
+            har = self.m_source(f0, self.upp, source_noise, source_phase).transpose(
+                1, 2
+            )  # [B, 1, T*upp]
             if n_res is not None and n_res * self.upp != har.shape[-1]:
                 har = F.interpolate(har, size=n_res * self.upp, mode="linear")
         if n_res is not None and n_res != x.shape[-1]:

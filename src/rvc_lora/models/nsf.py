@@ -30,17 +30,24 @@ class SineGen(nn.Module):
         self.voiced_threshold = voiced_threshold
 
     def forward(
-        self, f0: torch.Tensor, upp: int, noise: torch.Tensor | None = None
+        self,
+        f0: torch.Tensor,
+        upp: int,
+        noise: torch.Tensor | None = None,
+        phase: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 ``[B, T]`` in Hz (0 = unvoiced) -> (sine ``[B, T*upp, H]``, uv ``[B, T*upp, 1]``).
 
         ``noise`` ``[B, T*upp, H]``, standard normal, replaces the draw from torch's RNG (the
-        ONNX graph takes it as an input).
+        ONNX graph takes it as an input). ``phase`` ``[B]``: the fundamental's phase (cycles) at
+        the first sample, 0 when None; streaming carries it from block to block.
         """
         f0 = f0.float()
         harmonics = torch.arange(1, self.dim + 1, device=f0.device, dtype=f0.dtype)
         rad = f0.unsqueeze(-1) * harmonics / self.sampling_rate  # cycles per sample [B, T, H]
         start = torch.cumsum(rad.double() * upp, dim=1) - rad.double() * upp
+        if phase is not None:
+            start = start + phase.double().view(-1, 1, 1) * harmonics.double()
         start = torch.remainder(start, 1.0).to(rad.dtype)  # phase at each frame start [B, T, H]
         ramp = torch.arange(1, upp + 1, device=f0.device, dtype=f0.dtype).view(1, 1, upp, 1)
         phase = start.unsqueeze(2) + rad.unsqueeze(2) * ramp  # [B, T, upp, H]
@@ -76,9 +83,14 @@ class SourceModuleHnNSF(nn.Module):
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
 
     def forward(
-        self, f0: torch.Tensor, upp: int, noise: torch.Tensor | None = None
+        self,
+        f0: torch.Tensor,
+        upp: int,
+        noise: torch.Tensor | None = None,
+        phase: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """f0 ``[B, T]`` -> excitation ``[B, T*upp, 1]``; ``noise`` as in :class:`SineGen`."""
-        sine, _ = self.l_sin_gen(f0, upp, noise)
+        """f0 ``[B, T]`` -> excitation ``[B, T*upp, 1]``; ``noise``, ``phase`` as in
+        :class:`SineGen`."""
+        sine, _ = self.l_sin_gen(f0, upp, noise, phase)
         sine = sine.to(self.l_linear.weight.dtype)
         return torch.tanh(self.l_linear(sine))

@@ -36,10 +36,13 @@ class InferNoise:
             returns (after ``skip_head``'s crop when streaming).
         source: ``[B, T_dec * hop, 1]``: the NSF excitation's noise (f0 models), T_dec = the
             frames the decoder gets; None for models without pitch.
+        phase: ``[B]``: the NSF sine's phase (cycles) at the first decoded sample, 0 when None
+            (not random, but the other state a block of a stream must continue from).
     """
 
     prior: torch.Tensor
     source: torch.Tensor | None = None
+    phase: torch.Tensor | None = None
 
 
 def draw_infer_noise(
@@ -232,6 +235,7 @@ class Synthesizer(nn.Module):
             z = self.flow(z_p, x_mask, g=g, reverse=True)
         f0 = pitchf if self.f0 else None
         source = noise.source if (noise is not None and self.f0) else None
+        phase = noise.phase if (noise is not None and self.f0) else None
         # Under autocast the module path keeps autocast's per-op dtypes (the fast path's fused
         # oneDNN ops take one dtype); validation of an AMP run comes here.
         autocast = torch.is_autocast_enabled(z.device.type)
@@ -247,12 +251,18 @@ class Synthesizer(nn.Module):
         ):
             return (
                 decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop,
-                            source_noise=source),
+                            source_noise=source, source_phase=phase),
                 x_mask,
                 (z, z_p, m_p, logs_p),
             )  # fmt: skip
         o = self.dec(
-            z * x_mask, f0, g=g, n_res=return_length2, source_noise=source, lengths=lengths
+            z * x_mask,
+            f0,
+            g=g,
+            n_res=return_length2,
+            source_noise=source,
+            lengths=lengths,
+            source_phase=phase,
         )
         if crop is not None:
             head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
