@@ -34,9 +34,12 @@ SOURCE = REPO / "data" / "demo" / "eval" / "slt" / "s35.flac"
 
 @pytest.fixture(scope="module")
 def voice(tmp_path_factory) -> Path:
+    return demo_run(tmp_path_factory.mktemp("run"))
+
+
+def demo_run(run_dir: Path) -> Path:
     """A demo voice as training leaves it: adapter on the shipped tiny base, the run's config
     (shipped encoder, pm F0), its run_info.json and a retrieval index."""
-    run_dir = tmp_path_factory.mktemp("run")
     model = load_rvc_checkpoint(BASE, keep_posterior=False).model
     inject_lora(model, LoraConfig(preset="decoder"))
     torch.manual_seed(0)

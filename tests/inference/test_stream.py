@@ -156,3 +156,33 @@ def test_bad_settings_and_blocks_are_one_line_errors(demo_voice):
         conv.push(np.zeros(100, np.float32))
     with pytest.raises(StreamError, match="NaN or Inf"):
         conv.push(np.full(1600, np.nan, np.float32))
+
+
+def test_stream_mode_writes_the_conversion_and_a_latency_report(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from rvc_lora.inference.run import run
+    from tests.inference.test_cli import _cfg
+    from tests.inference.test_onnx_cli import SOURCE, demo_run
+
+    (tmp_path / "run").mkdir()
+    voice = demo_run(tmp_path / "run")
+    out = tmp_path / "streamed.wav"
+    options = {"stream.block_s": 0.1, "stream.extra_s": 1.0, "stream.lookahead_s": 0.05}
+    assert run(_cfg(mode="stream", ckpt=voice, source=SOURCE, output=out, **options)) == [out]
+    audio, sr = sf.read(out)
+    source_frames = sf.info(SOURCE).frames * 16000 // sf.info(SOURCE).samplerate // 160
+    assert sr == 16000 and len(audio) == source_frames * 160  # aligned, latency removed
+    report = json.loads((tmp_path / "streamed.wav.latency.json").read_text())
+    assert report["algorithmic_latency_ms"] == 100 + 50 + 10 + 50
+    assert report["blocks"] == source_frames // 10
+    assert 0 < report["compute_ms"]["median"] <= report["compute_ms"]["max"]
+    assert report["realtime_factor"] > 0 and report["missed_deadlines"] >= 0
+    # The voice speaks where the source does: the stream is aligned with its input.
+    src, _ = load_audio(SOURCE, 16000)
+    n = len(audio) // 1600 * 1600
+    env_in = np.abs(src[:n]).reshape(-1, 1600).mean(1)
+    env_out = np.abs(audio[:n]).reshape(-1, 1600).mean(1)
+    assert np.corrcoef(env_in, env_out)[0, 1] > 0.5

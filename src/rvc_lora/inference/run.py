@@ -26,7 +26,7 @@ from rvc_lora.utils.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 
-MODES = ("convert", "export", "export_onnx")
+MODES = ("convert", "export", "export_onnx", "stream")
 BACKENDS = ("torch", "onnx")
 
 
@@ -65,6 +65,10 @@ def run(cfg: DictConfig) -> list[Path]:
 
         encoder = trained_setting(cfg, trained, "encoder_path") if trained is not None else None
         return [export_onnx_voice(cfg, model, meta, ckpt, trained, index_path, encoder)]
+    if mode == "stream":
+        from rvc_lora.inference.stream_run import run_stream
+
+        return run_stream(cfg, model.eval(), trained, index_path)
     return convert_sources(cfg, model, meta, trained, index_path)
 
 

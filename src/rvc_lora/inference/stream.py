@@ -38,6 +38,7 @@ from rvc_lora.utils.errors import RvcLoraError
 
 if TYPE_CHECKING:
     from rvc_lora.features.hubert import ContentEncoder
+    from rvc_lora.features.index import FeatureIndex
     from rvc_lora.models.synthesizer import Synthesizer
 
 SR_IN = 16000
@@ -124,6 +125,7 @@ class StreamConverter:
             its right-hand receptive field. Adds to the latency.
         f0_method: ``pm``, ``harvest``, ``dio``, ``rmvpe`` (``rmvpe=``) or ``fcpe`` (``fcpe=``).
         pitch: transpose in semitones. speaker_id: row of the speaker embedding.
+        index, index_rate: the voice's retrieval index and its share of the features.
         seed: seed of the :class:`NoiseTape`.
     """
 
@@ -141,6 +143,8 @@ class StreamConverter:
         pitch: float = 0.0,
         speaker_id: int = 0,
         seed: int = 0,
+        index: FeatureIndex | None = None,
+        index_rate: float = 0.75,
         rmvpe=None,
         fcpe=None,
     ) -> None:
@@ -153,6 +157,8 @@ class StreamConverter:
         self.voice, self.encoder = voice, encoder
         self.f0_method, self.rmvpe, self.fcpe = f0_method, rmvpe, fcpe
         self.pitch, self.seed = float(pitch), int(seed)
+        self.index = index if (index is not None and index_rate > 0) else None
+        self.index_rate = float(index_rate)
         self.sid = torch.tensor([int(speaker_id)])
         self.sizes = StreamSizes(
             block=_frames("block_s", block_s, 1),
@@ -257,7 +263,10 @@ class StreamConverter:
         model = self.voice
         frames = len(audio) // FRAME
         wav = torch.from_numpy(audio).view(1, -1)
-        feats = upsample_features(self.encoder.extract(wav, model.config.version).float())
+        feats = self.encoder.extract(wav, model.config.version).float()  # [1, T50, D]
+        if self.index is not None:
+            feats = torch.from_numpy(self.index.blend(feats[0].numpy(), self.index_rate))[None]
+        feats = upsample_features(feats)
         # HuBERT's window leaves the last 1-2 frames out: repeat the last one (RVC realtime too).
         if feats.shape[1] < frames:
             pad = feats[:, -1:].expand(-1, frames - feats.shape[1], -1)
