@@ -178,7 +178,7 @@ def test_wrong_pairings_of_mode_backend_and_file_are_refused(voice, exported, tm
         run(_cfg(ckpt=voice, backend="onnx", source=SOURCE, output=tmp_path / "o.wav"))
     with pytest.raises(OnnxError, match="written to a .onnx file"):
         run(_cfg(ckpt=voice, mode="export_onnx", output=tmp_path / "voice.pth"))
-    with pytest.raises(RvcLoraError, match="exports from a PyTorch voice"):
+    with pytest.raises(RvcLoraError, match="runs on a PyTorch voice"):
         run(_cfg(ckpt=exported, backend="onnx", mode="export_onnx", output=tmp_path / "x.onnx"))
     with pytest.raises(RvcLoraError, match="backend=tf: choose one of torch, onnx"):
         run(_cfg(ckpt=voice, backend="tf", source=SOURCE, output=tmp_path / "o.wav"))

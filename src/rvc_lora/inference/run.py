@@ -54,7 +54,10 @@ def run(cfg: DictConfig) -> list[Path]:
     index_path = Path(cfg.index) if cfg.get("index") else find_index(ckpt)
     if backend == "onnx":
         if mode != "convert":
-            raise InferenceError(f"mode={mode} exports from a PyTorch voice; drop backend=onnx")
+            raise InferenceError(
+                f"mode={mode} runs on a PyTorch voice (adapter, .ckpt or .pth); backend=onnx "
+                "only converts (mode=convert)"
+            )
         return _convert_onnx(cfg, ckpt, index_path)
     model, meta = load_voice_model(ckpt, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(ckpt)

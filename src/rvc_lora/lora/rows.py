@@ -44,63 +44,61 @@ def _base_of(module: nn.Module) -> nn.Module:
 
 
 def _stack(rows: Sequence[RowAdapter | None], a_shape, b_shape, ref: torch.Tensor):
-    """``A [N, r, ...]``, ``B [N, ..., r]`` and scales ``[N]``, zero where a row has none."""
+    """``A [N, r, a_shape]`` and ``s * B [N, b_shape, r]``, zero where a row has none."""
     rank = max(r.lora_A.shape[0] for r in rows if r is not None)
     n = len(rows)
     a = ref.new_zeros(n, rank, a_shape)
     b = ref.new_zeros(n, b_shape, rank)
-    scale = ref.new_zeros(n)
     for i, row in enumerate(rows):
         if row is None:
             continue
         r = row.lora_A.shape[0]
         a[i, :r] = row.lora_A.to(ref)
-        b[i, :, :r] = row.lora_B.to(ref)
-        scale[i] = row.scale
-    return a, b, scale
+        b[i, :, :r] = row.lora_B.to(ref) * row.scale  # the scale rides on B: one pass less
+    return a, b
 
 
 def _branch_fn(module: nn.Module, rows: Sequence[RowAdapter | None], ref: torch.Tensor):
-    """``f(x) -> delta`` of ``module``'s output for a batch of ``len(rows)`` rows."""
+    """``f(x, out)``: add every row's branch of ``module`` to its output ``out``, in place (the
+    output is fresh and autograd is off: no extra copy of an activation-sized tensor)."""
     base = _base_of(module)
     n = len(rows)
     if isinstance(base, nn.Linear):
-        a, b, s = _stack(rows, base.in_features, base.out_features, ref)
+        a, b = _stack(rows, base.in_features, base.out_features, ref)
+        b_t = b.transpose(1, 2)
 
-        def linear(x: torch.Tensor) -> torch.Tensor:
-            shape = x.shape  # [N, ..., in]
-            flat = x.reshape(n, -1, shape[-1])
-            h = torch.bmm(flat, a.transpose(1, 2))  # [N, L, r]
-            return (torch.bmm(h, b.transpose(1, 2)) * s.view(n, 1, 1)).reshape(*shape[:-1], -1)
+        def linear(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            h = torch.bmm(x.reshape(n, -1, x.shape[-1]), a.transpose(1, 2))  # [N, L, r]
+            out.view(n, -1, out.shape[-1]).baddbmm_(h, b_t)
+            return out
 
         return linear
     if isinstance(base, nn.Conv1d):
         in_c, k, out_c = base.in_channels, base.kernel_size[0], base.out_channels
-        a, b, s = _stack(rows, in_c * k, out_c, ref)
+        a, b = _stack(rows, in_c * k, out_c, ref)
         rank = a.shape[1]
         weight = a.reshape(n * rank, in_c, k)
 
-        def conv(x: torch.Tensor) -> torch.Tensor:
+        def conv(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             h = F.conv1d(x.reshape(1, n * in_c, -1), weight, None, base.stride, base.padding,
                          base.dilation, groups=n)  # fmt: skip
-            h = h.view(n, rank, -1)  # [N, r, T']
-            return torch.bmm(b, h) * s.view(n, 1, 1)
+            return out.baddbmm_(b, h.view(n, rank, -1))  # [N, out, T'] += B @ h
 
         return conv
     if isinstance(base, nn.ConvTranspose1d):
         in_c, out_c, k = base.in_channels, base.out_channels, base.kernel_size[0]
-        a, b, s = _stack(rows, in_c, out_c * k, ref)
+        a, b = _stack(rows, in_c, out_c * k, ref)
         rank = a.shape[1]
         # B^T of each row viewed as a transposed-conv weight [r, out, k], rows stacked as groups.
         weight = b.transpose(1, 2).reshape(n * rank, out_c, k)
 
-        def conv_t(x: torch.Tensor) -> torch.Tensor:
+        def conv_t(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             h = torch.bmm(a, x)  # [N, r, T]
             y = F.conv_transpose1d(
                 h.reshape(1, n * rank, -1), weight, None, base.stride, base.padding,
                 base.output_padding, groups=n, dilation=base.dilation,
             )  # fmt: skip
-            return y.view(n, out_c, -1) * s.view(n, 1, 1)
+            return out.add_(y.view(n, out_c, -1))
 
         return conv_t
     raise LoraError(f"per-row adapters support Linear, Conv1d, ConvTranspose1d; got {type(base)}")
@@ -138,7 +136,7 @@ def row_adapters(
                     raise LoraError(
                         f"per-row adapters were set for {n} rows, got a batch of {x.shape[0]}"
                     )
-                return out + branch(x).to(out.dtype)
+                return branch(x.to(out.dtype), out)
 
             handles.append(module.register_forward_hook(hook))
         for name, tables in (embeddings or {}).items():

@@ -112,7 +112,9 @@ class Generator(nn.Module):
             if lengths is not None:
                 raise ValueError("lengths (per-row masks) cannot be combined with n_res")
             x = F.interpolate(x, size=n_res, mode="linear")
-        masks = self._stage_masks(lengths, x) if lengths is not None else None
+        # Rows that all fill the batch need no masks (the same zeros as each row alone).
+        ragged = lengths is not None and bool((lengths.to(x.device) < x.shape[-1]).any())
+        masks = self._stage_masks(lengths, x) if ragged else None
         if masks is not None:
             x = x * masks[0]
             if har is not None:
