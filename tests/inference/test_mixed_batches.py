@@ -99,21 +99,6 @@ def test_every_row_equals_its_voice_merged_and_run_alone(bank, voices):
     assert bank.active == "v1"
 
 
-def test_a_batch_of_full_rows_takes_the_fast_decoder_with_the_same_result(bank, monkeypatch):
-    import rvc_lora.models.synthesizer as synth
-
-    calls = []
-    real = synth.decode_fast
-    monkeypatch.setattr(synth, "decode_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
-    voices = [None, *NAMES]
-    batch = _batch(bank, [30] * len(voices), seed=11)  # equal lengths: nothing to mask
-    out = bank.infer_mixed(*batch[:5], voices, noise=batch[5])[0]
-    assert calls == [1]
-    for row, voice in enumerate(voices):
-        assert _rel(out[row : row + 1], _alone(bank, voice, row, batch)) <= RTOL
-    assert not any(hasattr(m, "_row_branch") for m in bank.model.modules())  # cleaned up
-
-
 def test_rows_do_not_see_each_other_and_a_permutation_permutes_outputs(bank):
     voices = ["v0", None, "v3", "v5", "v2"]
     batch = _batch(bank, [33, 20, 41, 12, 27], seed=9)

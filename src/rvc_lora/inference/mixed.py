@@ -100,12 +100,9 @@ def infer_mixed(
     before = bank.active
     model = bank.use(None)  # the base computes; the rows add their own adapters
     try:
-        # Rows of unequal length need the masked module decoder; a batch of full rows runs
-        # the fast decoder (same maths, the branches read from the modules).
-        ragged = bool((lengths < phone.shape[1]).any())
         with row_adapters(model, rows, embeddings):
             return model.infer(
-                phone, lengths, pitch, pitchf, sid, fast=not ragged, noise=noise, row_masks=ragged
+                phone, lengths, pitch, pitchf, sid, fast=False, noise=noise, row_masks=True
             )
     finally:
         bank.use(before)

@@ -13,9 +13,8 @@ weight, so the two are equal in exact arithmetic, and weight norm does not enter
 ``W``, which the base layer computes itself). DoRA rescales each output channel by a norm of
 the merged weight, which no per-row branch reproduces cheaply: DoRA adapters are refused.
 
-The branches attach as forward hooks on the adapted modules (and, for the fast decoder, which
-calls no module forward, as a ``_row_branch`` attribute it reads) for the duration of a
-``with row_adapters(...)`` block, and leave nothing behind.
+The branches attach as forward hooks on the adapted modules for the duration of a
+``with row_adapters(...)`` block and leave nothing behind.
 """
 
 from __future__ import annotations
@@ -68,9 +67,9 @@ def _branch_fn(module: nn.Module, rows: Sequence[RowAdapter | None], ref: torch.
         a, b = _stack(rows, base.in_features, base.out_features, ref)
         b_t = b.transpose(1, 2)
 
-        def linear(x: torch.Tensor, out: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        def linear(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             h = torch.bmm(x.reshape(n, -1, x.shape[-1]), a.transpose(1, 2))  # [N, L, r]
-            out.view(n, -1, out.shape[-1]).baddbmm_(h, b_t, alpha=alpha)
+            out.view(n, -1, out.shape[-1]).baddbmm_(h, b_t)
             return out
 
         return linear
@@ -80,10 +79,10 @@ def _branch_fn(module: nn.Module, rows: Sequence[RowAdapter | None], ref: torch.
         rank = a.shape[1]
         weight = a.reshape(n * rank, in_c, k)
 
-        def conv(x: torch.Tensor, out: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        def conv(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             h = F.conv1d(x.reshape(1, n * in_c, -1), weight, None, base.stride, base.padding,
                          base.dilation, groups=n)  # fmt: skip
-            return out.baddbmm_(b, h.view(n, rank, -1), alpha=alpha)  # out += alpha * B @ h
+            return out.baddbmm_(b, h.view(n, rank, -1))  # [N, out, T'] += B @ h
 
         return conv
     if isinstance(base, nn.ConvTranspose1d):
@@ -93,13 +92,13 @@ def _branch_fn(module: nn.Module, rows: Sequence[RowAdapter | None], ref: torch.
         # B^T of each row viewed as a transposed-conv weight [r, out, k], rows stacked as groups.
         weight = b.transpose(1, 2).reshape(n * rank, out_c, k)
 
-        def conv_t(x: torch.Tensor, out: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        def conv_t(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
             h = torch.bmm(a, x)  # [N, r, T]
             y = F.conv_transpose1d(
                 h.reshape(1, n * rank, -1), weight, None, base.stride, base.padding,
                 base.output_padding, groups=n, dilation=base.dilation,
             )  # fmt: skip
-            return out.add_(y.view(n, out_c, -1), alpha=alpha)
+            return out.add_(y.view(n, out_c, -1))
 
         return conv_t
     raise LoraError(f"per-row adapters support Linear, Conv1d, ConvTranspose1d; got {type(base)}")
@@ -121,7 +120,7 @@ def row_adapters(
         embeddings: ``nn.Embedding`` module name -> one table per row ``[num, dim]``: row i
             looks its ids up in its own table (an adapter's trained speaker embedding).
     """
-    handles, branched = [], []
+    handles = []
     try:
         for name, per_row in rows.items():
             if all(r is None for r in per_row):
@@ -140,9 +139,6 @@ def row_adapters(
                 return branch(x.to(out.dtype), out)
 
             handles.append(module.register_forward_hook(hook))
-            # The fast decoder calls no module forward: it reads the branch from here.
-            module._row_branch = branch
-            branched.append(module)
         for name, tables in (embeddings or {}).items():
             stacked = torch.stack(list(tables))  # [N, num, dim]
 
@@ -155,5 +151,3 @@ def row_adapters(
     finally:
         for h in handles:
             h.remove()
-        for module in branched:
-            del module._row_branch

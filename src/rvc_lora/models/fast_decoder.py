@@ -150,12 +150,6 @@ def _fused_available() -> bool:
         return False
 
 
-def _row_branch(m: nn.Module):
-    """Per-row adapter branch set on ``m`` by ``rvc_lora.lora.rows.row_adapters`` (mixed-voice
-    batches), or None: ``f(x [B, C, T], out [B, C', T'], alpha)`` adds ``alpha * branch(x)``."""
-    return getattr(m, "_row_branch", None)
-
-
 class _Runner:
     """Runs the decoder's convs on ``[B, C, 1, T]`` channels-last tensors."""
 
@@ -172,11 +166,6 @@ class _Runner:
         """``m(x)`` (then ``leaky_relu(., slope)`` if given) on x ``[B, C, 1, T]``."""
         w, b = _prepared(m, scale)
         pad, stride, dil, groups = self._geometry(_conv_of(m))
-        branch = _row_branch(m)
-        if branch is not None:  # per-row adapters: the branch goes in before the activation
-            y = F.conv2d(x, w, b, stride, pad, dil, groups)
-            branch(x.squeeze(2), y.squeeze(2), scale)
-            return y if slope is None else F.leaky_relu_(y, slope)
         if self.fused:
             if slope is None:
                 attr, scalars = "none", []
@@ -192,11 +181,6 @@ class _Runner:
         """``other += m(x)`` in place; returns ``other``."""
         w, b = _prepared(m)
         pad, stride, dil, groups = self._geometry(_conv_of(m))
-        branch = _row_branch(m)
-        if branch is not None:
-            y = F.conv2d(x, w, b, stride, pad, dil, groups)
-            branch(x.squeeze(2), y.squeeze(2))
-            return other.add_(y)
         if self.fused:
             return torch.ops.mkldnn._convolution_pointwise_.binary(
                 other, x, w, b, pad, stride, dil, groups, "add", None, None, [], ""
@@ -207,14 +191,10 @@ class _Runner:
         """``ConvTranspose1d`` ``m(x)`` on x ``[B, C, 1, T]``."""
         w, b = _prepared(m, scale)
         c = _conv_of(m)
-        y = F.conv_transpose2d(
+        return F.conv_transpose2d(
             x, w, b, (1, c.stride[0]), (0, c.padding[0]), (0, c.output_padding[0]),
             c.groups, (1, c.dilation[0]),
         )  # fmt: skip
-        branch = _row_branch(m)
-        if branch is not None:
-            branch(x.squeeze(2), y.squeeze(2), scale)
-        return y
 
     def resblock(self, block: nn.Module, x: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """ResBlock1/ResBlock2 without a mask on x ``[B, C, 1, T]``; neither x nor
