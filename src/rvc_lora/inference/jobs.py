@@ -76,7 +76,13 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
     from rvc_lora.inference.mixed import ConvertItem
     from rvc_lora.inference.pipeline import MIN_SAMPLES
     from rvc_lora.inference.pitch import parse_pitch, require_voice_median
-    from rvc_lora.inference.setup import conversion_setup, find_index, run_config, write_audio
+    from rvc_lora.inference.setup import (
+        conversion_setup,
+        find_index,
+        print_summary,
+        run_config,
+        write_audio,
+    )
     from rvc_lora.inference.voices import VoiceBank
     from rvc_lora.lora import read_adapter
     from rvc_lora.models import load_rvc_checkpoint
@@ -141,10 +147,7 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
         for (audio, sr), target in zip(done, targets[start : start + size]):
             write_audio(target, audio, sr, str(cfg.output_subtype))
             written.append(target)
-    print(
-        f"converted {len(written)} job(s) of {manifest} with {len(adapters)} voice(s)"
-        + (f"; {len(failed)} skipped" if failed else "")
+    print_summary(
+        f"converted {len(written)} job(s) of {manifest} with {len(adapters)} voice(s)", failed
     )
-    for reason in failed:
-        print(f"  skipped: {reason}")
     return written

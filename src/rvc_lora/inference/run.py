@@ -17,6 +17,7 @@ from rvc_lora.inference.setup import (  # noqa: F401
     InferenceError,
     conversion_setup,
     find_index,
+    print_summary,
     run_config,
     trained_setting,
     write_audio,
@@ -152,12 +153,7 @@ def convert_sources(
             continue
         write_audio(dst, converted, sr, str(cfg.output_subtype))
         written.append(dst)
-    print(
-        f"converted {len(written)} file(s) into {output}"
-        + (f"; {len(failed)} skipped" if failed else "")
-    )
-    for reason in failed:
-        print(f"  skipped: {reason}")
+    print_summary(f"converted {len(written)} file(s) into {output}", failed)
     return written
 
 

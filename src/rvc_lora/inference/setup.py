@@ -130,3 +130,10 @@ def write_audio(path: Path, audio: np.ndarray, sr: int, subtype: str) -> None:
         raise InferenceError(f"{path}: unsupported output type; use .wav, .flac or .ogg")
     with atomic_path(path) as tmp:
         sf.write(tmp, audio, sr, subtype=subtype if fmt != "OGG" else None, format=fmt)
+
+
+def print_summary(done: str, failed: list[str]) -> None:
+    """The closing lines of a batch: what was written, then each skipped input's reason."""
+    print(done + (f"; {len(failed)} skipped" if failed else ""))
+    for reason in failed:
+        print(f"  skipped: {reason}")
