@@ -2,7 +2,7 @@
 
 :func:`infer_mixed` is ``Synthesizer.infer`` over a padded batch in which row i uses voice i
 (an adapter of a :class:`~rvc_lora.inference.voices.VoiceBank`, or None for the base). The
-adapters' A/B are gathered per row (:mod:`rvc_lora.lora.rows`) and the decoder is masked per
+adapters' A/B are gathered per row (:mod:`rvc_lora.lora.batched`) and the decoder is masked per
 row (``row_masks``), so a row's output is what converting it alone with its voice merged gives,
 whatever else is in the batch.
 
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rvc_lora.lora import LoraError
-from rvc_lora.lora.rows import RowAdapter, row_adapters
+from rvc_lora.lora.batched import RowAdapter, row_adapters
 from rvc_lora.models.synthesizer import InferNoise, draw_infer_noise
 
 if TYPE_CHECKING:

@@ -268,7 +268,7 @@ class VoiceBank:
     ):
         """``Synthesizer.infer`` over a padded batch, row i converted with ``voices[i]`` (None:
         the base), in one forward: each adapted layer adds every row's own low-rank branch
-        (:mod:`rvc_lora.lora.rows`). A row's output does not depend on the other rows; samples
+        (:mod:`rvc_lora.lora.batched`). A row's output does not depend on the other rows; samples
         past its length are zeros. DoRA voices are refused (convert them with :meth:`use`)."""
         return infer_mixed(self, phone, lengths, pitch, pitchf, sid, voices, noise)
 
