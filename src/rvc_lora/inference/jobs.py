@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -122,8 +122,6 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
             index = FeatureIndex.load(index_path, expected_dim=bank.model.config.feature_dim)
         opts = options
         if pitch == "auto":
-            from dataclasses import replace
-
             opts = replace(options, auto_pitch_hz=require_voice_median(a)) if a else options
         per_voice[a] = (opts, index)
 

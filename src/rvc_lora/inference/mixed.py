@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rvc_lora.inference.pipeline import seeded
 from rvc_lora.lora import LoraError
 from rvc_lora.lora.batched import RowAdapter, row_adapters
 from rvc_lora.models.synthesizer import InferNoise, draw_infer_noise
@@ -110,12 +111,8 @@ def infer_mixed(
 
 def job_noise(model, job: SynthJob) -> InferNoise:
     """The noise a chunk's synthesis draws when run alone (seeded as the pipeline seeds it)."""
-    frames = job.phone.shape[1]
-    if job.seed is None:
-        return draw_infer_noise(model, 1, frames, device=job.phone.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.seed)
-        return draw_infer_noise(model, 1, frames, device=job.phone.device)
+    with seeded(job.seed, job.phone.device):
+        return draw_infer_noise(model, 1, job.phone.shape[1], device=job.phone.device)
 
 
 def synthesize_mixed(

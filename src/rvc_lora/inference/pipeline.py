@@ -148,7 +148,6 @@ class ConversionPlan:
     pitchf: torch.Tensor | None
     opts: ConvertOptions
     index: FeatureIndex | None  # None when retrieval is off
-    pitch_shift: float  # semitones applied (pitch=auto resolved)
     sr: int  # the model's rate
 
 
@@ -240,7 +239,7 @@ class ConversionPipeline:
         pitch, pitchf = self._pitch(model, audio_pad, opts)
         use_index = index if (index is not None and opts.index_rate != 0) else None
         return ConversionPlan(audio, audio_pad, cuts, pitch, pitchf, opts, use_index,
-                              self.last_pitch, int(model.config.sr))  # fmt: skip
+                              int(model.config.sr))  # fmt: skip
 
     def jobs(self, model: Synthesizer, plan: ConversionPlan) -> Iterator[SynthJob]:
         """One synthesis job per chunk, in order (content features, retrieval, protect)."""
@@ -265,7 +264,7 @@ class ConversionPipeline:
         """A job's ``[T * hop]`` audio, its prior noise seeded by the options' seed."""
         with (
             torch.inference_mode() if self.fast else torch.no_grad(),
-            _seeded(job.seed, self.device),
+            seeded(job.seed, self.device),
         ):
             return self._synthesize(model, job.phone, job.lengths, job.pitch, job.pitchf, job.sid)
 
@@ -453,7 +452,7 @@ class ConversionPipeline:
 
 
 @contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Run with torch's RNG seeded to ``seed`` and restore the caller's state afterwards."""
     if seed is None:
         yield

@@ -97,9 +97,14 @@ class StreamSizes:
         return self.extra + self.crossfade + self.search + self.block + self.lookahead
 
     @property
+    def delay(self) -> int:
+        """Frames a block's output comes after its input: crossfade + search + lookahead."""
+        return self.crossfade + self.search + self.lookahead
+
+    @property
     def latency_s(self) -> float:
         """Algorithmic latency: block + crossfade + search + lookahead."""
-        return (self.block + self.crossfade + self.search + self.lookahead) / 100
+        return (self.block + self.delay) / 100
 
 
 def _frames(name: str, seconds: float, minimum: int) -> int:
@@ -201,7 +206,7 @@ class StreamConverter:
     @torch.inference_mode()
     def push(self, block: np.ndarray) -> np.ndarray:
         """One block of 16 kHz input (``block_samples``) -> one block of output at the voice's
-        rate (``block * hop`` samples), delayed by ``crossfade_s + search_s``."""
+        rate (``block * hop`` samples), :attr:`StreamSizes.delay` frames late."""
         block = np.asarray(block, dtype=np.float32)
         if block.shape != (self.block_samples,):
             raise StreamError(f"push: expected {self.block_samples} samples, got {block.shape}")
@@ -294,10 +299,9 @@ class StreamConverter:
         """The whole input converted at once with the same features, F0 and noise tape: what
         the stream approximates. Aligned with the stream's output (the same latency)."""
         s = self.sizes
-        lead = s.crossfade + s.search + s.lookahead  # the stream's output is this much late
         frames = len(audio16k) // FRAME
         padded = np.concatenate([np.zeros(s.extra * FRAME, np.float32),
                                  np.asarray(audio16k, np.float32)[: frames * FRAME]])  # fmt: skip
         out, _, _ = self._synthesize(padded, -s.extra, len(padded) // FRAME)
-        silence = np.zeros(lead * self.hop, np.float32)
+        silence = np.zeros(s.delay * self.hop, np.float32)  # the stream's output is this late
         return np.concatenate([silence, out.numpy()[s.extra * self.hop :]])

@@ -45,7 +45,7 @@ def stream_file(conv: StreamConverter, audio16k: np.ndarray) -> tuple[np.ndarray
     """Push ``audio16k`` block by block (the last block zero-padded, then enough silence to
     flush the latency); returns the output aligned with the input and the report."""
     b = conv.block_samples
-    delay = round(conv.sizes.latency_s * 100) - conv.sizes.block  # frames the output is late
+    delay = conv.sizes.delay  # frames the output is late
     flush = delay * 160 + b
     tail = flush + (-(len(audio16k) + flush)) % b
     padded = np.concatenate([np.asarray(audio16k, np.float32), np.zeros(tail, np.float32)])

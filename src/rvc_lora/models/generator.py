@@ -16,11 +16,6 @@ from rvc_lora.models.nn import init_normal, wn_conv_transpose1d
 from rvc_lora.models.nsf import SourceModuleHnNSF
 
 
-def _conv_of(m: nn.Module) -> nn.Module:
-    # A LoRA wrapper (duck-typed: models do not import lora) keeps the conv as `base_layer`.
-    return getattr(m, "base_layer", m)
-
-
 class Generator(nn.Module):
     """Latent ``z [B, C, T]`` -> waveform ``[B, 1, T * prod(upsample_rates)]``.
 
@@ -46,6 +41,7 @@ class Generator(nn.Module):
         self.num_kernels = len(resblock_kernel_sizes)
         self.num_upsamples = len(upsample_rates)
         self.upp = math.prod(upsample_rates)
+        self.upsample_rates = tuple(int(u) for u in upsample_rates)
         if nsf:
             if sr is None:
                 raise ValueError("GeneratorNSF needs the sampling rate `sr`")
@@ -103,9 +99,8 @@ class Generator(nn.Module):
         if self.m_source is not None:
             if f0 is None:
                 raise ValueError("this decoder is pitch-driven (NSF): pass f0 [B, T] in Hz")
-            har = self.m_source(f0, self.upp, source_noise, source_phase).transpose(
-                1, 2
-            )  # [B, 1, T*upp]
+            har = self.m_source(f0, self.upp, source_noise, source_phase)
+            har = har.transpose(1, 2)  # [B, 1, T*upp]
             if n_res is not None and n_res * self.upp != har.shape[-1]:
                 har = F.interpolate(har, size=n_res * self.upp, mode="linear")
         if n_res is not None and n_res != x.shape[-1]:
@@ -142,8 +137,8 @@ class Generator(nn.Module):
     def _stage_masks(self, lengths: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
         """``[B, 1, T * rate]`` masks at the rate of conv_pre and after each upsampling."""
         rates = [1]
-        for up in self.ups:
-            rates.append(rates[-1] * int(_conv_of(up).stride[0]))
+        for u in self.upsample_rates:
+            rates.append(rates[-1] * u)
         t = x.shape[-1]
         lengths = lengths.to(x.device)
         return [sequence_mask(lengths * r, t * r).unsqueeze(1).to(x.dtype) for r in rates]

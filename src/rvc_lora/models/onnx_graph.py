@@ -24,54 +24,25 @@ def graph_inputs(model: Synthesizer) -> tuple[str, ...]:
     return F0_INPUTS if model.f0 else NOF0_INPUTS
 
 
-class F0SynthesisGraph(nn.Module):
-    """``audio [B, 1, T*hop]`` from phone ``[B, T, D]``, phone_lengths ``[B]`` (int64), pitch
-    ``[B, T]`` (int64, 1..255), pitchf ``[B, T]`` (Hz), sid ``[B]`` (int64), prior_noise
-    ``[B, inter, T]`` and source_noise ``[B, T*hop, 1]`` (standard normal)."""
+class SynthesisGraph(nn.Module):
+    """``audio [B, 1, T*hop]`` from the inputs :func:`graph_inputs` names, in that order:
+    phone ``[B, T, D]``, phone_lengths ``[B]`` (int64), pitch ``[B, T]`` (int64, 1..255) and
+    pitchf ``[B, T]`` (Hz) for models with pitch, sid ``[B]`` (int64), prior_noise
+    ``[B, inter, T]`` and, with pitch, source_noise ``[B, T*hop, 1]`` (standard normal)."""
 
     def __init__(self, model: Synthesizer) -> None:
         super().__init__()
-        if not model.f0:
-            raise ValueError("F0SynthesisGraph needs a model with pitch; use NoF0SynthesisGraph")
         self.model = model
 
-    def forward(
-        self,
-        phone: torch.Tensor,
-        phone_lengths: torch.Tensor,
-        pitch: torch.Tensor,
-        pitchf: torch.Tensor,
-        sid: torch.Tensor,
-        prior_noise: torch.Tensor,
-        source_noise: torch.Tensor,
-    ) -> torch.Tensor:
-        noise = InferNoise(prior_noise, source_noise)
-        return self.model.infer(phone, phone_lengths, pitch, pitchf, sid, fast=False, noise=noise)[
-            0
-        ]
-
-
-class NoF0SynthesisGraph(nn.Module):
-    """As :class:`F0SynthesisGraph` for a model without pitch: no pitch, pitchf, source_noise."""
-
-    def __init__(self, model: Synthesizer) -> None:
-        super().__init__()
-        if model.f0:
-            raise ValueError("NoF0SynthesisGraph is for models without pitch; use F0SynthesisGraph")
-        self.model = model
-
-    def forward(
-        self,
-        phone: torch.Tensor,
-        phone_lengths: torch.Tensor,
-        sid: torch.Tensor,
-        prior_noise: torch.Tensor,
-    ) -> torch.Tensor:
-        noise = InferNoise(prior_noise)
-        return self.model.infer(phone, phone_lengths, None, None, sid, fast=False, noise=noise)[0]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        given = dict(zip(graph_inputs(self.model), inputs, strict=True))
+        noise = InferNoise(given["prior_noise"], given.get("source_noise"))
+        return self.model.infer(
+            given["phone"], given["phone_lengths"], given.get("pitch"), given.get("pitchf"),
+            given["sid"], fast=False, noise=noise,
+        )[0]  # fmt: skip
 
 
 def synthesis_graph(model: Synthesizer) -> nn.Module:
     """The graph module of ``model`` (eval mode; the model itself is shared, not copied)."""
-    graph = F0SynthesisGraph(model) if model.f0 else NoF0SynthesisGraph(model)
-    return graph.eval()
+    return SynthesisGraph(model).eval()

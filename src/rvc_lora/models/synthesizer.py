@@ -50,7 +50,6 @@ def draw_infer_noise(
     batch: int,
     frames: int,
     *,
-    decoder_frames: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> InferNoise:
@@ -58,13 +57,12 @@ def draw_infer_noise(
     then the NSF source), so with the same RNG state ``infer(noise=...)`` equals ``infer()``.
 
     ``model`` is anything with a ``config`` and ``f0`` (an ONNX voice too).
-    ``decoder_frames`` defaults to ``frames`` (differs only when streaming crops).
     """
     c = model.config
     prior = torch.randn(batch, c.inter_channels, frames, generator=generator, device=device)
     source = None
     if model.f0:
-        n = (frames if decoder_frames is None else decoder_frames) * c.hop_length
+        n = frames * c.hop_length
         source = torch.randn(batch, n, 1, generator=generator, device=device)
     return InferNoise(prior, source)
 
@@ -242,31 +240,16 @@ class Synthesizer(nn.Module):
         if row_masks and (streaming or return_length2 is not None):
             raise ValueError("row_masks cannot be combined with streaming or return_length2")
         lengths = phone_lengths if row_masks else None
-        if (
-            not row_masks
-            and fast
-            and not autocast
-            and not torch.is_grad_enabled()
-            and can_decode_fast(self.dec)
-        ):
-            return (
-                decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop,
-                            source_noise=source, source_phase=phase),
-                x_mask,
-                (z, z_p, m_p, logs_p),
-            )  # fmt: skip
-        o = self.dec(
-            z * x_mask,
-            f0,
-            g=g,
-            n_res=return_length2,
-            source_noise=source,
-            lengths=lengths,
-            source_phase=phase,
-        )
-        if crop is not None:
-            head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
-            o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
+        fast = fast and not row_masks and not autocast and not torch.is_grad_enabled()
+        if fast and can_decode_fast(self.dec):
+            o = decode_fast(self.dec, z * x_mask, f0, g=g, n_res=return_length2, crop=crop,
+                            source_noise=source, source_phase=phase)  # fmt: skip
+        else:
+            o = self.dec(z * x_mask, f0, g=g, n_res=return_length2, source_noise=source,
+                         lengths=lengths, source_phase=phase)  # fmt: skip
+            if crop is not None:
+                head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
+                o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
         return o, x_mask, (z, z_p, m_p, logs_p)
 
 
