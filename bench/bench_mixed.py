@@ -12,7 +12,9 @@ wall second, median of ``--repeats``, interleaved:
   batch runs;
 - ``mixed batch``: one ``bank.infer_mixed`` over all requests, each row with its own adapter.
 
-Issue 21's goal: mixed >= 2x one by one on a GPU, and not slower on a CPU.
+Issue 21's goal: mixed >= 2x one by one on a GPU, and not slower on a CPU. The last line names
+what ``convert_batch(strategy="auto")`` runs on ``--device`` and its throughput here: mixed
+batches on CUDA, one by one (voice by voice) elsewhere.
 
     python bench/bench_mixed.py [--preset v2_40k] [--requests 8] [--seconds 2] [--threads 2]
                                 [--repeats 2] [--device cpu|cuda]
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from rvc_lora.inference.mixed import resolve_strategy
 from rvc_lora.inference.voices import VoiceBank
 from rvc_lora.lora import LoraConfig, inject_lora, lora_layers, save_adapter
 from rvc_lora.models import build_synthesizer
@@ -126,6 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in rate.items():
         print(f"{name:<28} {value:6.2f} s of audio per s")
     print(f"mixed / one by one: {rate['mixed batch'] / rate['one by one']:.2f}x the throughput")
+    auto = resolve_strategy("auto", dev)
+    chosen = rate["mixed batch" if auto == "rows" else "one by one"]
+    print(f"convert_batch auto on {dev}: {auto}, {chosen:.2f} s of audio per s "
+          f"({chosen / rate['one by one']:.2f}x one by one)")  # fmt: skip
 
 
 if __name__ == "__main__":

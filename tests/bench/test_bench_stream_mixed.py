@@ -43,3 +43,8 @@ def test_mixed_bench_prints_each_way_and_the_ratio(monkeypatch, capsys):
     for name, line in zip(["one by one", "one by one, module decoder", "mixed batch"], lines[1:4]):
         assert re.fullmatch(rf"{re.escape(name)} +[\d.]+ s of audio per s", line)
     assert re.fullmatch(r"mixed / one by one: [\d.]+x the throughput", lines[4])
+    auto = re.fullmatch(
+        r"convert_batch auto on cpu: voices, ([\d.]+) s of audio per s \(([\d.]+)x one by one\)",
+        lines[5],
+    )
+    assert auto and auto[2] == "1.00"  # on a CPU, auto is one by one

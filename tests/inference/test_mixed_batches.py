@@ -135,18 +135,34 @@ def test_dora_voices_and_mismatched_rows_are_refused(bank, tmp_path):
         bank.remove("dora")
 
 
-def test_convert_batch_equals_converting_each_item_with_its_merged_voice(bank, tmp_path):
+@pytest.mark.parametrize("strategy", ["rows", "voices"])
+def test_convert_batch_equals_converting_each_item_with_its_merged_voice(
+    bank, tmp_path, strategy
+):
     encoder = load_content_encoder(write_tiny_fairseq_checkpoint(tmp_path / "hubert_tiny.pt"))
     pipeline = ConversionPipeline(encoder, fast=False)  # the module decoder, as mixed batches
     opts = ConvertOptions(f0_method="pm", seed=5)
     audios = [phrases(16000, n=2, seconds=0.7 + 0.2 * i, seed=i) for i in range(4)]
     voices = ["v2", None, "v0", "v2"]
     items = [(a, v, opts) for a, v in zip(audios, voices)]
-    got = bank.convert_batch(pipeline, items, max_rows=3)
+    bank.use("v3")
+    got = bank.convert_batch(pipeline, items, max_rows=3, strategy=strategy)
+    assert bank.active == "v3"  # the caller's voice is back
     for (audio, sr), a, v in zip(got, audios, voices):
         want, want_sr = pipeline.convert(bank.merged(v), a, opts)
         assert sr == want_sr and audio.shape == want.shape
         assert np.abs(audio - want).max() <= RTOL * np.abs(want).max()
+    bank.use(None)
+
+
+def test_auto_strategy_batches_rows_on_cuda_only_and_names_are_checked():
+    from rvc_lora.inference.mixed import resolve_strategy
+
+    assert resolve_strategy("auto", "cuda:0") == "rows"
+    assert resolve_strategy("auto", "cpu") == "voices"
+    assert resolve_strategy("rows", "cpu") == "rows"
+    with pytest.raises(LoraError, match="expected one of auto, rows, voices, got 'row'"):
+        resolve_strategy("row", "cpu")
 
 
 def test_manifest_of_jobs_converts_each_source_with_its_voice(tmp_path):
@@ -185,7 +201,8 @@ def test_manifest_of_jobs_converts_each_source_with_its_voice(tmp_path):
             "s1.wav,b/adapter.safetensors,out/1.wav", "s2.wav,a/adapter.safetensors,out/2.wav",
             "broken.wav,b/adapter.safetensors,out/3.wav"]  # fmt: skip
     (tmp_path / "jobs.csv").write_text("\n".join(rows) + "\n")
-    written = run(_cfg(jobs=tmp_path / "jobs.csv", output_subtype="FLOAT"))
+    # rows: the mixed batches (on this CPU, auto would run voice by voice)
+    written = run(_cfg(jobs=tmp_path / "jobs.csv", jobs_strategy="rows", output_subtype="FLOAT"))
     assert written == [tmp_path / "out" / f"{i}.wav" for i in range(3)]
     for i, voice in enumerate(["a", "b", "a"]):
         alone = tmp_path / f"alone{i}.wav"
@@ -225,3 +242,11 @@ def test_unusable_manifests_are_one_line_errors(tmp_path, text, message):
     with pytest.raises(JobsError, match=message) as err:
         run(_cfg(jobs=tmp_path / "jobs.csv"))
     assert "\n" not in str(err.value)
+
+
+def test_unknown_jobs_strategy_fails_before_reading_the_manifest(tmp_path):
+    from rvc_lora.inference.run import run
+    from tests.inference.test_cli import _cfg
+
+    with pytest.raises(LoraError, match="got 'batch'"):
+        run(_cfg(jobs=tmp_path / "absent.csv", jobs_strategy="batch"))

@@ -73,7 +73,7 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
     """Convert every job of ``cfg.jobs``; returns the files written."""
     from rvc_lora.features.index import FeatureIndex
     from rvc_lora.inference.checkpoints import find_base, run_dir_of
-    from rvc_lora.inference.mixed import ConvertItem
+    from rvc_lora.inference.mixed import ConvertItem, resolve_strategy
     from rvc_lora.inference.pipeline import MIN_SAMPLES
     from rvc_lora.inference.pitch import parse_pitch, require_voice_median
     from rvc_lora.inference.setup import (
@@ -88,6 +88,8 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
     from rvc_lora.models import load_rvc_checkpoint
 
     manifest = Path(cfg.jobs)
+    strategy = str(cfg.get("jobs_strategy", "auto"))
+    resolve_strategy(strategy, "cpu")  # a bad name fails before any work
     jobs = read_manifest(manifest)
     adapters = list(dict.fromkeys(j.voice for j in jobs if j.voice is not None))
     for a in adapters:
@@ -141,7 +143,9 @@ def run_jobs(cfg: DictConfig) -> list[Path]:
     written = []
     size = int(cfg.get("jobs_batch", 8))
     for start in range(0, len(items), size):
-        done = bank.convert_batch(pipeline, items[start : start + size], max_rows=size)
+        done = bank.convert_batch(
+            pipeline, items[start : start + size], max_rows=size, strategy=strategy
+        )
         for (audio, sr), target in zip(done, targets[start : start + size]):
             write_audio(target, audio, sr, str(cfg.output_subtype))
             written.append(target)

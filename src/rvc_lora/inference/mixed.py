@@ -8,7 +8,10 @@ whatever else is in the batch.
 
 :func:`convert_batch` runs whole conversions (F0, content features, retrieval, protect per
 item, as :class:`~rvc_lora.inference.pipeline.ConversionPipeline` does) and synthesizes every
-chunk of every item in mixed batches.
+chunk of every item in mixed batches. Its ``strategy`` chooses how: ``rows`` (those mixed
+batches), ``voices`` (voice by voice, each merged in turn, one chunk at a time on the fast
+decoder) or ``auto``: ``rows`` on CUDA, ``voices`` elsewhere, because on a CPU a batch is no
+faster than its rows one at a time and the per-row branches only add work (``bench_mixed``).
 """
 
 from __future__ import annotations
@@ -157,17 +160,51 @@ def _pad(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(shape)], dim=dim)
 
 
+STRATEGIES = ("auto", "rows", "voices")
+
+
+def resolve_strategy(strategy: str, device: torch.device | str) -> str:
+    """``rows`` or ``voices`` for ``strategy`` on ``device`` (see the module's docstring)."""
+    if strategy not in STRATEGIES:
+        raise LoraError(
+            f"mixed-batch strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}"
+        )
+    if strategy == "auto":
+        return "rows" if torch.device(device).type == "cuda" else "voices"
+    return strategy
+
+
+def synthesize_by_voice(
+    bank: Any, pipeline: ConversionPipeline, jobs: Sequence[SynthJob], voices: Sequence[str | None]
+) -> list[np.ndarray]:
+    """Each job's ``[T * hop]`` audio, synthesized alone by its voice merged into the base; each
+    voice is merged once, in order of first appearance. The bank's active voice is restored."""
+    outputs: list[np.ndarray | None] = [None] * len(jobs)
+    before = bank.active
+    try:
+        for voice in dict.fromkeys(voices):
+            model = bank.use(voice)
+            for i, v in enumerate(voices):
+                if v == voice:
+                    outputs[i] = pipeline.synthesize(model, jobs[i])
+    finally:
+        bank.use(before)
+    return outputs  # type: ignore[return-value]
+
+
 def convert_batch(
     bank: Any,
     pipeline: ConversionPipeline,
     items: Sequence[ConvertItem | tuple],
     max_rows: int = 8,
+    strategy: str = "auto",
 ) -> list[tuple[np.ndarray, int]]:
-    """Convert every item with its own voice; synthesis runs in mixed batches.
+    """Convert every item with its own voice; synthesis runs as ``strategy`` says.
 
     Each result equals ``pipeline.convert(bank.merged(voice), audio, options, index)`` within
     float rounding (the same seeds give the same noise).
     """
+    how = resolve_strategy(strategy, next(bank.model.parameters()).device)
     items = [i if isinstance(i, ConvertItem) else ConvertItem(*i) for i in items]
     model = bank.model
     plans = [pipeline.plan(model, it.audio, it.options, it.index) for it in items]
@@ -177,7 +214,10 @@ def convert_batch(
             jobs.append(job)
             voices.append(item.voice)
             owner.append(k)
-    outputs = synthesize_mixed(bank, jobs, voices, max_rows)
+    if how == "rows":
+        outputs = synthesize_mixed(bank, jobs, voices, max_rows)
+    else:
+        outputs = synthesize_by_voice(bank, pipeline, jobs, voices)
     per_item: list[list[np.ndarray]] = [[] for _ in items]
     for k, out in zip(owner, outputs):
         per_item[k].append(out)

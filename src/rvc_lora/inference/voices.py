@@ -277,11 +277,14 @@ class VoiceBank:
         pipeline: ConversionPipeline,
         items: Sequence[ConvertItem | tuple],
         max_rows: int = 8,
+        strategy: str = "auto",
     ) -> list[tuple[np.ndarray, int]]:
         """Convert ``items`` (:class:`~rvc_lora.inference.mixed.ConvertItem` or ``(audio16k,
-        voice, options[, index])``), synthesizing ``max_rows`` chunks per mixed batch; each
-        result equals ``pipeline.convert(self.merged(voice), ...)`` within float rounding."""
-        return convert_batch(self, pipeline, items, max_rows)
+        voice, options[, index])``); each result equals ``pipeline.convert(self.merged(voice),
+        ...)`` within float rounding. ``strategy``: ``rows`` synthesizes ``max_rows`` chunks per
+        mixed batch, ``voices`` one chunk at a time voice by voice, ``auto`` the first on CUDA
+        and the second elsewhere (faster on a CPU)."""
+        return convert_batch(self, pipeline, items, max_rows, strategy)
 
     # ---- internals ---------------------------------------------------------------------------
     def _check_name(self, name: str) -> None:
