@@ -246,6 +246,10 @@ class VoiceDataModule(L.LightningDataModule):
         heldout_dir: str | None = None,
     ) -> None:
         super().__init__()
+        # Under DDP global rank 0 alone fills the cache and the other ranks wait, then read the
+        # finished entries (the per-entry locks would keep concurrent builders correct, but
+        # every node would stand in line for every entry).
+        self.prepare_data_per_node = False
         self.input_dir, self.cache_dir = Path(input_dir), Path(cache_dir)
         self.prep = PrepSettings(sr=sample_rate, slicer=slicer or SlicerConfig())
         self.features = FeatureSettings(

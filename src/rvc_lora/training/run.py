@@ -37,6 +37,7 @@ from rvc_lora.data.cache import write_json
 from rvc_lora.features.hubert_tiny import ensure_tiny_encoder
 from rvc_lora.lora import base_state_dict
 from rvc_lora.training.callbacks import AdapterExport, StepTimer
+from rvc_lora.training.cluster import resume_path
 from rvc_lora.training.console import LogIntervalWithinEpoch, log_once, quiet_warnings
 from rvc_lora.training.quality import warm_up
 from rvc_lora.utils.atomic import atomic_torch_save
@@ -281,7 +282,9 @@ def train(cfg: DictConfig) -> float | None:
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "command": sys.argv,
     }
-    write_json(out / "run_info.json", info)  # the module logs the counts at fit start
+    rank_zero = trainer.is_global_zero  # under DDP only rank 0 writes the run's files
+    if rank_zero:
+        write_json(out / "run_info.json", info)  # the module logs the counts at fit start
     for logger in loggers:
         logger.log_hyperparams(
             {
@@ -290,7 +293,7 @@ def train(cfg: DictConfig) -> float | None:
             }
         )
 
-    if module.lora is not None and cfg.model.get("pretrained_g") is None:
+    if rank_zero and module.lora is not None and cfg.model.get("pretrained_g") is None:
         # No base file exists to apply the adapter to later: keep this run's random-init base.
         atomic_torch_save({"model": base_state_dict(module.generator)}, out / "base.pth")
 
@@ -298,10 +301,12 @@ def train(cfg: DictConfig) -> float | None:
         warm_up(module.generator.config.sr)  # loaded before the memory baseline, in any worker
     reset_peak_memory()  # the measurement a run without a training step reports
     timer.fit_called()  # data preparation runs inside fit, before any callback hook
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg.get("ckpt_path"), trainer))
     # Read before anything else runs: the scoring and the index below are not training.
     wall = timer.elapsed()  # from the first training step (0.0 when none ran)
     memory_mb = memory.summary()
+    if not rank_zero:
+        return None  # rank 0 holds the same weights (DDP) and writes everything below
 
     artifact = out / module.artifact_name
     exported = {c.final.resolve() for c in callbacks if isinstance(c, AdapterExport) and c.final}
