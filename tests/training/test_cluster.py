@@ -3,6 +3,7 @@ only, and a multirun through submitit's local executor."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import socket
@@ -196,3 +197,40 @@ def test_two_rank_ddp_under_slurm_writes_once_and_ranks_split_the_data(
         assert torch.equal(saved[key], held[key]), key
     metrics = json.loads((out0 / "metrics.json").read_text())
     assert metrics["global_step"] == 3
+
+
+@pytest.mark.slow
+def test_local_launcher_multirun_lands_in_the_sweep_and_reports(tmp_path, shared_root, voice_dir):
+    """A 2-cell sweep through submitit (its local executor: the code path of
+    hydra/launcher=slurm): each cell's artefacts in its sweep subdir, read by the report."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "train.py", "-m", "hydra/launcher=local", "lora.rank=4,8",
+        f"data.input_dir={voice_dir}", f"paths.root_dir={shared_root}",
+        f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=rank${lora.rank}",
+        "trainer.max_steps=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1", *FAST,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    submitted = [p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(submitted) == 2  # one submitit job per cell, its logs in its own folder
+    for rank in (4, 8):
+        job = sweep / f"rank{rank}"
+        assert (job / "adapter.safetensors").is_file() and (job / ".hydra/config.yaml").is_file()
+        assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
+        assert json.loads((job / "run_info.json").read_text())["lora"]["rank"] == rank
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "rvc_lora.report", str(sweep), "--out", str(report)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (report / "table.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "run"]
+    assert sorted((r["rank"], Path(r["run_dir"]).name) for r in rows) == [
+        ("4", "rank4"),
+        ("8", "rank8"),
+    ]
+    assert all(float(r["adapter_kb"]) > 0 and r["mcd_db"] for r in rows)
