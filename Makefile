@@ -64,8 +64,8 @@ bench: install ## run bench/ and keep each script's output in results/bench/ (CP
 # profile's seeds (tiny: 0,1,2).
 SEEDS ?=
 PROFILE ?= tiny
-reproduce-paper-table: install ## sweep, score and report the paper table (PROFILE=quick|full, SEEDS=0,1,2)
-	$(PY) scripts/reproduce_paper_table.py $(if $(SEEDS),--seeds "$(SEEDS)") --profile "$(PROFILE)"
+reproduce-paper-table: install ## sweep, score and report the paper table (PROFILE=quick|full, SEEDS=0,1,2, LAUNCHER=slurm)
+	$(PY) scripts/reproduce_paper_table.py $(if $(SEEDS),--seeds "$(SEEDS)") --profile "$(PROFILE)" $(if $(LAUNCHER),--launcher "$(LAUNCHER)")
 
 LRS ?= 2e-4,5e-4,1e-3,2e-3,4e-3,8e-3
 lr-grid: install ## the learning-rate grid behind the paper table's rates (LRS=..., SEEDS=0)

@@ -1,7 +1,8 @@
 """Reproduce the paper table: prepare, sweep (Hydra multiruns), report.
 
     python scripts/reproduce_paper_table.py [--profile tiny|quick|full] [--seeds 0,1,2] [--dry-run]
-    make reproduce-paper-table [PROFILE=quick] [SEEDS=0,1,2]
+                                            [--launcher joblib|local|slurm]
+    make reproduce-paper-table [PROFILE=quick] [SEEDS=0,1,2] [LAUNCHER=slurm]
     make lr-grid [LRS=2e-4,5e-4,1e-3,2e-3,4e-3,8e-3] [SEEDS=0]   # --lrs: the learning-rate grid
 
 A profile is a list of blocks; each block is one ``train.py -m experiment=paper_table``
@@ -15,9 +16,13 @@ own jobs and keeps the others).
    extraction; the jobs then read the shared cache (atomic entries, per-entry locks).
 2. Sweep: each block through Hydra's joblib launcher, ``--jobs`` (2) jobs side by side with one
    torch thread each, so every variant is timed under the same load. Each job validates on its
-   voice's held-out sentences, stops early on held-out MCD and keeps its best adapter.
+   voice's held-out sentences, stops early on held-out MCD and keeps its best adapter. With
+   ``--launcher slurm`` (``LAUNCHER``) every cell is a SLURM job instead (``hydra/launcher=slurm``;
+   its settings through ``--set hydra.launcher.partition=...``), ``local`` the same through
+   submitit's local executor; the jobs land in the same folders.
 3. With ``--eval`` (the ``full`` profile always): ``eval.py run_dir=<job>`` for every job not yet
-   scored (conversion from a parallel source speaker, PESQ).
+   scored (conversion from a parallel source speaker, PESQ); under a cluster launcher, one
+   ``eval.py -m`` multirun over those jobs through it.
 4. ``python -m rvc_lora.report <out>/runs --out <out>``.
 5. ``table.csv``, ``table.md``, ``curves.csv`` and the plots are copied into ``--results``
    (default ``results/paper_table``, or ``results/lr_grid`` with ``--lrs``, when ``--out`` is the
@@ -183,20 +188,23 @@ def sweep_command(
     python: str,
     jobs: int,
     extra: list[str] = (),  # type: ignore[assignment]
+    launcher: str = "joblib",
 ) -> list[str]:
     """One Hydra multirun over a block; with ``jobs`` > 1 the joblib launcher runs that many
-    jobs side by side, so every variant is timed under the same load. ``extra``: overrides
-    for every job (``--set``)."""
+    jobs side by side, so every variant is timed under the same load; a cluster ``launcher``
+    (``local``, ``slurm``) submits every job. ``extra``: overrides for every job (``--set``)."""
     cmd = [
         python, "train.py", "-m", "experiment=paper_table", *profile.overrides, *extra,
         f"voice={','.join(block.voices)}", f"data.max_seconds={','.join(block.sizes)}",
         f"+variant={','.join(block.variants)}", f"seed={seeds}", f"hydra.sweep.dir={runs}",
         "hydra.sweep.subdir=${voice}/${data.max_seconds}/${hydra:runtime.choices.variant}_seed${seed}",
     ]  # fmt: skip
-    return cmd + _launcher(jobs)
+    return cmd + _launcher(jobs, launcher)
 
 
-def lr_grid_command(seeds: str, lrs: str, runs: Path, python: str, jobs: int) -> list[str]:
+def lr_grid_command(
+    seeds: str, lrs: str, runs: Path, python: str, jobs: int, launcher: str = "joblib"
+) -> list[str]:
     """The learning-rate grid: full and the rank-8 variants at each rate, slt, all its audio."""
     cmd = [
         python, "train.py", "-m", "experiment=paper_table", "voice=slt",
@@ -204,10 +212,15 @@ def lr_grid_command(seeds: str, lrs: str, runs: Path, python: str, jobs: int) ->
         f"hydra.sweep.dir={runs}",
         "hydra.sweep.subdir=${hydra:runtime.choices.variant}_lr${train.lr}_seed${seed}",
     ]  # fmt: skip
-    return cmd + _launcher(jobs)
+    return cmd + _launcher(jobs, launcher)
 
 
-def _launcher(jobs: int) -> list[str]:
+LAUNCHERS = ("joblib", "local", "slurm")  # joblib: this machine, --jobs at a time
+
+
+def _launcher(jobs: int, launcher: str = "joblib") -> list[str]:
+    if launcher != "joblib":
+        return [f"hydra/launcher={launcher}"]
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
 
 
@@ -215,6 +228,24 @@ def eval_commands(jobs: list[Path], python: str) -> list[list[str]]:
     """``eval.py run_dir=<job>`` per job not yet scored (an ``eval.json`` newer than its
     ``metrics.json``: jobs of other seeds kept from an earlier run)."""
     return [[python, "eval.py", f"run_dir={job}"] for job in jobs if not _scored(job)]
+
+
+def eval_sweep_command(
+    jobs: list[Path], python: str, launcher: str, out: Path, extra: list[str] = ()
+) -> list[str] | None:
+    """The jobs :func:`eval_commands` would score, as one ``eval.py -m`` multirun through a
+    cluster ``launcher`` (each writes ``eval.json`` into its run dir); None when all are scored.
+    ``extra``: the ``--set`` overrides that name ``hydra.launcher.*`` (the partition...)."""
+    todo = [str(job) for job in jobs if not _scored(job)]
+    if not todo:
+        return None
+    # Quoted: a path is one list element whatever it holds (commas, '=').
+    dirs = ",".join("'" + d.replace("'", "\\'") + "'" for d in todo)
+    launcher_keys = [x for x in extra if x.startswith("hydra.launcher.")]
+    return [
+        python, "eval.py", "-m", f"hydra/launcher={launcher}", *launcher_keys,
+        f"run_dir={dirs}", f"hydra.sweep.dir={out / 'eval'}",
+    ]  # fmt: skip
 
 
 def _scored(job: Path) -> bool:
@@ -350,6 +381,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval", action="store_true", help="also score conversions with eval.py")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument(
+        "--launcher",
+        default=os.environ.get("LAUNCHER") or "joblib",
+        choices=LAUNCHERS,
+        help="joblib: --jobs at a time on this machine; slurm: one SLURM job per cell "
+        "(--set hydra.launcher.partition=...); local: submitit on this machine",
+    )
+    ap.add_argument(
         "--jobs",
         type=int,
         default=int(os.environ.get("JOBS") or min(os.cpu_count() or 1, 2)),
@@ -390,27 +428,38 @@ def main(argv: list[str] | None = None) -> int:
         f"paper table: profile={args.profile} seeds={seeds} jobs={plan['jobs']} out={out}",
         flush=True,
     )
+    launcher = args.launcher
     jobs = 1 if profile.one_job else max(args.jobs, 1)
     # Two 2-thread jobs on 2 cores stall each other far more than they gain: one thread each.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if jobs > 1 else None
+    # (submitit's local executor starts every cell at once; SLURM jobs have their own CPUs.)
+    shared = (launcher == "joblib" and jobs > 1) or launcher == "local"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if shared else None
 
     common = [f"paths.cache_dir={args.cache_dir.resolve()}"] if args.cache_dir else []
     voices = ["slt"] if lrs else list(dict.fromkeys(v for b in profile.blocks for v in b.voices))
     _run(prepare_command(profile, voices, out, py, common), args.dry_run)
     extra = common + list(args.set)
     if lrs:
-        _run(lr_grid_command(seeds, lrs, runs, py, jobs) + extra, args.dry_run, env)
+        _run(lr_grid_command(seeds, lrs, runs, py, jobs, launcher) + extra, args.dry_run, env)
     else:
         for block in profile.blocks:
-            _run(sweep_command(block, seeds, profile, runs, py, jobs, extra), args.dry_run, env)
+            cmd = sweep_command(block, seeds, profile, runs, py, jobs, extra, launcher)
+            _run(cmd, args.dry_run, env)
 
     if args.eval or profile.evaluate:
         if args.dry_run:
-            print(f"+ {shlex.quote(py)} eval.py run_dir=<job>  # for every job dir under {runs}")
+            keys = " ".join(x for x in args.set if x.startswith("hydra.launcher."))
+            how = "eval.py run_dir=<job>" if launcher == "joblib" else (
+                f"eval.py -m hydra/launcher={launcher} {keys} run_dir=<jobs>")  # fmt: skip
+            print(f"+ {shlex.quote(py)} {how}  # for every job dir under {runs}")
         else:
             from rvc_lora.report import find_job_dirs
 
-            run_side_by_side(eval_commands(find_job_dirs([runs]), py), jobs, env)
+            done = find_job_dirs([runs])
+            if launcher == "joblib":
+                run_side_by_side(eval_commands(done, py), jobs, env)
+            elif (cmd := eval_sweep_command(done, py, launcher, out, list(args.set))) is not None:
+                _run(cmd, False, env)
 
     _run(report_command(runs, out, py), args.dry_run)
     if results is not None and not args.dry_run:

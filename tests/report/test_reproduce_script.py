@@ -150,3 +150,36 @@ def test_bad_seeds_and_missing_voice_configs_fail_in_one_line(driver, tmp_path) 
     driver.ROOT = tmp_path
     with pytest.raises(SystemExit, match=r"voice 'slt': no configs/voice/slt.yaml"):
         driver.voice_folders("slt")
+
+
+def test_slurm_launcher_submits_every_cell_and_scores_through_it(driver, capsys, tmp_path):
+    cmds = commands(
+        driver, capsys,
+        ["--profile", "full", "--launcher", "slurm", "--set", "hydra.launcher.partition=gpu",
+         "--out", str(tmp_path / "pt")],
+    )  # fmt: skip
+    prepare, *sweeps, scores, report = cmds
+    assert "hydra/launcher" not in " ".join(prepare)  # prepared here, once, before any job
+    for sweep in sweeps:
+        assert "hydra/launcher=slurm" in sweep and "hydra.launcher.partition=gpu" in sweep
+        assert not any(a.startswith("hydra.launcher.n_jobs") for a in sweep)
+        assert arg(sweep, "hydra.sweep.dir") == str(tmp_path / "pt" / "runs")  # as with joblib
+    assert report[1:3] == ["-m", "rvc_lora.report"]
+    assert scores[1:6] == ["eval.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                           "run_dir=<jobs>"]  # fmt: skip
+    jobs = [tmp_path / "a,b", tmp_path / "c"]
+    for job in jobs:
+        job.mkdir()
+        (job / "metrics.json").write_text("{}")
+    cmd = driver.eval_sweep_command(jobs, "py", "slurm", tmp_path, ["hydra.launcher.qos=high",
+                                                                    "trainer=gpu"])  # fmt: skip
+    assert cmd[:5] == ["py", "eval.py", "-m", "hydra/launcher=slurm", "hydra.launcher.qos=high"]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = OverridesParser.create().parse_overrides([f"run_dir={arg(cmd, 'run_dir')}"])
+    assert [v.text for v in override.value().list] == [str(j) for j in jobs]  # a comma inside
+    (jobs[0] / "eval.json").write_text("{}")
+    (jobs[1] / "eval.json").write_text("{}")
+    assert driver.eval_sweep_command(jobs, "py", "slurm", tmp_path) is None
+    with pytest.raises(SystemExit):
+        driver.main(["--dry-run", "--launcher", "pbs"])
