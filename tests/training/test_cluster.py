@@ -234,3 +234,30 @@ def test_local_launcher_multirun_lands_in_the_sweep_and_reports(tmp_path, shared
         ("8", "rank8"),
     ]
     assert all(float(r["adapter_kb"]) > 0 and r["mcd_db"] for r in rows)
+
+
+@pytest.mark.slow
+def test_a_requeued_job_continues_its_run_from_last_ckpt(tmp_path, shared_root, voice_dir):
+    """The same command started twice in one run dir, as submitit's requeue does: the second
+    start, with SLURM_RESTART_COUNT set, continues from the first one's last.ckpt."""
+    run_dir = tmp_path / "run"
+
+    def start(steps: int, env: dict[str, str]) -> str:
+        cmd = [
+            sys.executable, "train.py", f"data.input_dir={voice_dir}",
+            f"paths.root_dir={shared_root}", f"hydra.run.dir={run_dir}",
+            f"trainer.max_steps={steps}", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
+            "callbacks.last_checkpoint.every_n_train_steps=2", *FAST,
+        ]  # fmt: skip
+        run = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout + run.stderr
+
+    first = start(2, {})
+    assert "resuming" not in first
+    second = start(4, {"SLURM_RESTART_COUNT": "1"})
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"requeued job: resuming from {last}" in second
+    assert f"Restored all states from the checkpoint at {last}" in second  # Lightning's word
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
