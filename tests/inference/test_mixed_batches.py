@@ -136,9 +136,7 @@ def test_dora_voices_and_mismatched_rows_are_refused(bank, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["rows", "voices"])
-def test_convert_batch_equals_converting_each_item_with_its_merged_voice(
-    bank, tmp_path, strategy
-):
+def test_convert_batch_equals_converting_each_item_with_its_merged_voice(bank, tmp_path, strategy):
     encoder = load_content_encoder(write_tiny_fairseq_checkpoint(tmp_path / "hubert_tiny.pt"))
     pipeline = ConversionPipeline(encoder, fast=False)  # the module decoder, as mixed batches
     opts = ConvertOptions(f0_method="pm", seed=5)
