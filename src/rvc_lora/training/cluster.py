@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from rvc_lora.training.callbacks import ResumeCheckpoint
 from rvc_lora.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ def resume_path(ckpt_path: Any, trainer: Any, env: Mapping[str, str] | None = No
     requeued = restart_count(env) > 0
     if ckpt_path is None and not requeued:
         return None
-    from rvc_lora.training.callbacks import ResumeCheckpoint
-
     keeper = next((c for c in trainer.callbacks if isinstance(c, ResumeCheckpoint)), None)
     if keeper is None:
         if ckpt_path is None:  # requeued, but this run keeps no resume point
