@@ -292,7 +292,7 @@ def test_training_resolves_auto_in_the_config_it_hands_on(tmp_path, fcpe_path) -
 
 
 def test_inference_reads_the_recorded_method_over_auto(tmp_path) -> None:
-    from rvc_lora.inference.run import run_config, trained_setting
+    from rvc_lora.inference.setup import run_config, trained_setting
 
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
@@ -312,7 +312,7 @@ def test_a_run_trained_with_auto_records_and_converts_with_fcpe(
     tmp_path, fcpe_path, monkeypatch
 ) -> None:
     from rvc_lora.inference import pipeline
-    from rvc_lora.inference.run import conversion_setup, run_config
+    from rvc_lora.inference.setup import conversion_setup, run_config
     from rvc_lora.models import build_synthesizer
     from rvc_lora.training.run import train
     from tests.training.conftest import compose_train, make_voice_folder

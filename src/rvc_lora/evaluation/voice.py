@@ -76,7 +76,7 @@ def load_voice(cfg: DictConfig, artifact: Path, run_dir: Path) -> Voice:
     """Load ``artifact`` (from :func:`resolve_artifact`) with infer.py's settings from ``cfg``."""
     from rvc_lora.inference.checkpoints import load_voice_model
     from rvc_lora.inference.pitch import recorded_voice_median
-    from rvc_lora.inference.run import conversion_setup, find_index, run_config
+    from rvc_lora.inference.setup import conversion_setup, find_index, run_config
 
     model, _ = load_voice_model(artifact, pretrained_g=cfg.model.get("pretrained_g"))
     trained = run_config(artifact)

@@ -3,8 +3,9 @@
 The manifest is a CSV with the columns ``source``, ``voice`` and ``output`` (relative paths are
 read from the manifest's folder). ``voice`` is an adapter ``.safetensors``, or empty for the base
 model's own voice. Every adapter must be trained on the same base; the base is loaded once into a
-:class:`~rvc_lora.inference.voices.VoiceBank` and the conversions are synthesized in mixed
-batches of ``jobs_batch`` chunks (:func:`~rvc_lora.inference.mixed.convert_batch`).
+:class:`~rvc_lora.inference.voices.VoiceBank` and ``jobs_batch`` jobs at a time are converted
+together (:func:`~rvc_lora.inference.mixed.convert_batch`): in mixed batches, or voice by voice,
+as ``jobs_strategy`` says.
 
 The content encoder and F0 method are those of the first voice's run (or the options given);
 each voice keeps its own retrieval index (``added_*.index`` beside the adapter) and, with

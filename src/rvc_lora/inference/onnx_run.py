@@ -10,7 +10,6 @@ give wrong audio without any error).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rvc_lora.download_wheel import sha256_of
 from rvc_lora.inference.onnx_voice import OnnxError, OnnxVoice
 from rvc_lora.inference.pitch import MEDIAN_KEY, recorded_voice_median
-from rvc_lora.utils.atomic import atomic_path
+from rvc_lora.inference.setup import finish_export
 
 
 def export_onnx_voice(
@@ -59,12 +58,7 @@ def export_onnx_voice(
     median = recorded_voice_median(ckpt)
     if median is not None:
         meta[MEDIAN_KEY] = repr(float(median))
-    path = export_onnx(model, output, meta)
-    if index_path is not None:
-        with atomic_path(output.with_name(index_path.name)) as tmp:
-            shutil.copyfile(index_path, tmp)
-    print(f"exported {path}" + (f" and {index_path.name}" if index_path else ""))
-    return path
+    return finish_export(export_onnx(model, output, meta), index_path)
 
 
 def load_onnx_voice(cfg: DictConfig, ckpt: Path) -> tuple[OnnxVoice, DictConfig | None]:

@@ -11,18 +11,16 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rvc_lora.audio import AudioError, find_audio_files, load_audio
-
-# Re-exported: callers import these from here.
-from rvc_lora.inference.setup import (  # noqa: F401
+from rvc_lora.inference.setup import (
     InferenceError,
     conversion_setup,
     find_index,
+    finish_export,
     print_summary,
     run_config,
     trained_setting,
     write_audio,
 )
-from rvc_lora.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -86,20 +84,13 @@ def _convert_onnx(cfg: DictConfig, ckpt: Path, index_path: Path | None) -> list[
 
 def export_voice(model, output: Path, index_path: Path | None) -> Path:
     """Merge the adapter into its base and write RVC WebUI's ``.pth`` (+ the index beside it)."""
-    import shutil
-
     from rvc_lora.lora import injection, merge_lora, unload_lora
     from rvc_lora.models import export_rvc_model
 
     if injection(model) is not None:
         merge_lora(model)
         model = unload_lora(model, merge=True)
-    path = export_rvc_model(model, output, info="exported by rvc-lora")
-    if index_path is not None:
-        with atomic_path(output.with_name(index_path.name)) as tmp:
-            shutil.copyfile(index_path, tmp)
-    print(f"exported {path}" + (f" and {index_path.name}" if index_path else ""))
-    return path
+    return finish_export(export_rvc_model(model, output, info="exported by rvc-lora"), index_path)
 
 
 def convert_sources(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,15 @@ def find_index(ckpt: Path) -> Path | None:
         if found:
             return found[-1]
     return None
+
+
+def finish_export(path: Path, index_path: Path | None) -> Path:
+    """Copy the voice's index beside an exported file ``path`` (atomically) and say so."""
+    if index_path is not None:
+        with atomic_path(path.with_name(index_path.name)) as tmp:
+            shutil.copyfile(index_path, tmp)
+    print(f"exported {path}" + (f" and {index_path.name}" if index_path else ""))
+    return path
 
 
 def write_audio(path: Path, audio: np.ndarray, sr: int, subtype: str) -> None:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from rvc_lora.audio import load_audio
 from rvc_lora.inference.stream import StreamConverter
-from rvc_lora.utils.atomic import atomic_path
+from rvc_lora.utils.atomic import atomic_write_text
 
 
 def latency_report(conv: StreamConverter, compute_s: list[float]) -> dict[str, Any]:
@@ -86,8 +86,7 @@ def run_stream(cfg: DictConfig, model, trained: DictConfig | None, index_path: P
     out, report = stream_file(conv, audio)
     write_audio(output, np.clip(out, -1.0, 1.0), model.config.sr, str(cfg.output_subtype))
     report_path = output.with_name(output.name + ".latency.json")
-    with atomic_path(report_path) as tmp:
-        tmp.write_text(json.dumps({"source": source.name, **report}, indent=1) + "\n")
+    atomic_write_text(report_path, json.dumps({"source": source.name, **report}, indent=1) + "\n")
     c = report["compute_ms"]
     print(
         f"streamed {source.name} -> {output} in {report['blocks']} blocks of "
