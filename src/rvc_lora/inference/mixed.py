@@ -63,7 +63,7 @@ def _rows(bank: Any, voices: Sequence[str | None]):
             RowAdapter(v.tensors[f"{m}.lora_A"], v.tensors[f"{m}.lora_B"], v.scale(m))
             if v is not None and m in v.matched
             else None
-            for v in (chosen.get(n) if n is not None else None for n in voices)
+            for v in map(chosen.get, voices)  # None (the base) is no key: no adapter
         ]
         for m in modules
     }
@@ -101,15 +101,12 @@ def infer_mixed(
     if len(voices) != phone.shape[0]:
         raise LoraError(f"{len(voices)} voices for a batch of {phone.shape[0]} rows")
     rows, embeddings = _rows(bank, voices)
-    before = bank.active
-    model = bank.use(None)  # the base computes; the rows add their own adapters
-    try:
+    with bank.keep_active():
+        model = bank.use(None)  # the base computes; the rows add their own adapters
         with row_adapters(model, rows, embeddings):
             return model.infer(
                 phone, lengths, pitch, pitchf, sid, fast=False, noise=noise, row_masks=True
             )
-    finally:
-        bank.use(before)
 
 
 def job_noise(model, job: SynthJob) -> InferNoise:
@@ -180,15 +177,12 @@ def synthesize_by_voice(
     """Each job's ``[T * hop]`` audio, synthesized alone by its voice merged into the base; each
     voice is merged once, in order of first appearance. The bank's active voice is restored."""
     outputs: list[np.ndarray | None] = [None] * len(jobs)
-    before = bank.active
-    try:
+    with bank.keep_active():
         for voice in dict.fromkeys(voices):
             model = bank.use(voice)
             for i, v in enumerate(voices):
                 if v == voice:
                     outputs[i] = pipeline.synthesize(model, jobs[i])
-    finally:
-        bank.use(before)
     return outputs  # type: ignore[return-value]
 
 

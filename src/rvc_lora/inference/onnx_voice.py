@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rvc_lora.models.onnx_graph import F0_INPUTS, NOF0_INPUTS, OUTPUT
+from rvc_lora.models.onnx_graph import OUTPUT, graph_inputs
 from rvc_lora.models.presets import SynthConfig
-from rvc_lora.models.synthesizer import InferNoise, draw_infer_noise
+from rvc_lora.models.synthesizer import InferNoise, crop_frames, draw_infer_noise
 from rvc_lora.utils.errors import RvcLoraError
 
 FORMAT = "rvc-lora-voice"
@@ -80,12 +80,7 @@ def config_from_meta(meta: dict[str, str], path: Path) -> tuple[SynthConfig, boo
         stated = {k: int(meta[k]) for k in ("sr", "feature_dim", "hop_length", "spk_embed_dim")}
     except (ValueError, KeyError, TypeError) as exc:
         raise OnnxError(f"{path}: unreadable voice metadata ({_first_line(exc)})") from None
-    actual = {
-        "sr": config.sr,
-        "feature_dim": config.feature_dim,
-        "hop_length": config.hop_length,
-        "spk_embed_dim": config.spk_embed_dim,
-    }
+    actual = {k: getattr(config, k) for k in stated}
     differ = {k: (stated[k], actual[k]) for k in actual if stated[k] != actual[k]}
     if differ:
         raise OnnxError(f"{path}: metadata contradicts its own config {differ}; export it again")
@@ -134,7 +129,7 @@ class OnnxVoice:
         self._check_io()
 
     def _check_io(self) -> None:
-        expected = F0_INPUTS if self.f0 else NOF0_INPUTS
+        expected = graph_inputs(self)
         inputs = self.session.get_inputs()
         names = tuple(i.name for i in inputs)
         outputs = [o.name for o in self.session.get_outputs()]
@@ -168,7 +163,7 @@ class OnnxVoice:
             "source_noise": noise.source,
         }
         feed = {}
-        for name in F0_INPUTS if self.f0 else NOF0_INPUTS:
+        for name in graph_inputs(self):
             value = values[name]
             if value is None:
                 raise ValueError(f"this voice uses pitch (f0=1): pass {name}")
@@ -201,9 +196,5 @@ class OnnxVoice:
             noise = draw_infer_noise(self, b, t)
         out = torch.from_numpy(self.run(phone, phone_lengths, pitch, pitchf, sid, noise))
         if crop is not None:
-            head, tail = int(crop[0]), int(crop[1])
-            if min(head, tail) < 0:
-                raise ValueError(f"crop: frames to drop must be >= 0 each side, got {crop}")
-            hop = self.config.hop_length
-            out = out[..., head * hop : max(out.shape[-1] - tail * hop, head * hop)]
+            out = crop_frames(out, crop, self.config.hop_length)
         return out.to(phone.device), None, None  # no mask or latents: the graph returns audio

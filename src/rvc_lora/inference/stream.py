@@ -33,7 +33,7 @@ from rvc_lora.features.f0 import compute_f0
 from rvc_lora.features.hubert import upsample_features
 from rvc_lora.features.pitch import coarse_pitch, shift_pitch
 from rvc_lora.models.fast_decoder import decoder_receptive_field
-from rvc_lora.models.synthesizer import InferNoise
+from rvc_lora.models.synthesizer import FLOW_CONTEXT, InferNoise
 from rvc_lora.utils.errors import RvcLoraError
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 SR_IN = 16000
 FRAME = 160  # 10 ms at 16 kHz: one synthesizer frame
-FLOW_CONTEXT = 24  # frames of left context Synthesizer.infer keeps for the flow when streaming
 
 
 class StreamError(RvcLoraError, ValueError):

@@ -238,6 +238,15 @@ class VoiceBank:
         self._active = name
         return self._model
 
+    @contextlib.contextmanager
+    def keep_active(self) -> Iterator[None]:
+        """Switch voices freely inside the block; the active voice is back afterwards."""
+        before = self._active
+        try:
+            yield
+        finally:
+            self.use(before)
+
     def merged(self, name: str | None) -> Synthesizer:
         """A deep copy of the base with voice ``name`` merged in and the wrappers unloaded.
 
@@ -245,12 +254,8 @@ class VoiceBank:
         branch at inference. The bank itself is left on its active voice. Costs one model's
         memory.
         """
-        before = self._active
-        self.use(name)
-        try:
-            model = copy.deepcopy(self._model)
-        finally:
-            self.use(before)
+        with self.keep_active():
+            model = copy.deepcopy(self.use(name))
         if lora_layers(model):
             unload_lora(model, merge=name is not None)
         return model.eval()

@@ -24,6 +24,7 @@ from rvc_lora.models.presets import SynthConfig
 POSTERIOR = dict(kernel_size=5, dilation_rate=1, n_layers=16)
 FLOW = dict(kernel_size=5, dilation_rate=1, n_layers=3, n_flows=4)
 INFER_NOISE_SCALE = 0.66666
+FLOW_CONTEXT = 24  # frames of left context infer keeps for the flow when streaming (RVC's)
 
 
 @dataclass(frozen=True)
@@ -212,14 +213,14 @@ class Synthesizer(nn.Module):
         streaming = skip_head is not None and return_length is not None
         if crop is not None and (streaming or return_length2 is not None):
             raise ValueError("crop cannot be combined with skip_head/return_length/return_length2")
-        if crop is not None and min(crop) < 0:
-            raise ValueError(f"crop: frames to drop must be >= 0 each side, got {crop}")
+        if crop is not None:
+            _check_crop(crop)
         if sid is None:
             sid = torch.zeros(phone.shape[0], dtype=torch.long, device=phone.device)
         g = self._speaker(sid)
         if streaming:
             head = int(skip_head)
-            flow_head = max(head - 24, 0)
+            flow_head = max(head - FLOW_CONTEXT, 0)
             m_p, logs_p, x_mask = self.enc_p(phone, pitch, phone_lengths, skip_head=flow_head)
             z_p = (m_p + torch.exp(logs_p) * _prior_noise(m_p, noise) * INFER_NOISE_SCALE) * x_mask
             z = self.flow(z_p, x_mask, g=g, reverse=True)
@@ -248,9 +249,20 @@ class Synthesizer(nn.Module):
             o = self.dec(z * x_mask, f0, g=g, n_res=return_length2, source_noise=source,
                          lengths=lengths, source_phase=phase)  # fmt: skip
             if crop is not None:
-                head, tail, upp = int(crop[0]), int(crop[1]), self.dec.upp
-                o = o[..., head * upp : max(o.shape[-1] - tail * upp, head * upp)]
+                o = crop_frames(o, crop, self.dec.upp)
         return o, x_mask, (z, z_p, m_p, logs_p)
+
+
+def _check_crop(crop: tuple[int, int]) -> None:
+    if min(crop) < 0:
+        raise ValueError(f"crop: frames to drop must be >= 0 each side, got {crop}")
+
+
+def crop_frames(audio: torch.Tensor, crop: tuple[int, int], hop: int) -> torch.Tensor:
+    """``audio [..., T*hop]`` without ``crop = (head, tail)`` frames at its two ends."""
+    _check_crop(crop)
+    head, tail = int(crop[0]), int(crop[1])
+    return audio[..., head * hop : max(audio.shape[-1] - tail * hop, head * hop)]
 
 
 def _prior_noise(m_p: torch.Tensor, noise: InferNoise | None) -> torch.Tensor:
