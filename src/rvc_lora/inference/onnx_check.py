@@ -2,8 +2,8 @@
 
 Loads the file (onnx's checker when onnx is installed, then onnxruntime), checks its metadata,
 inputs and outputs (:class:`~rvc_lora.inference.onnx_voice.OnnxVoice`), and runs it on random
-input at two lengths and two batch sizes: the output must be ``[B, 1, frames * hop]``, finite,
-within [-1, 1], and the same whether an item runs alone or next to another. Exit status 0 and
+input at two lengths, as a batch of two equal rows: the output must be ``[B, 1, frames * hop]``,
+finite, within [-1, 1], and the same in both rows. Exit status 0 and
 a summary, or 1 and one line saying what is wrong.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from rvc_lora.inference.onnx_voice import OnnxError, OnnxVoice
-from rvc_lora.models.synthesizer import draw_infer_noise
+from rvc_lora.models.synthesizer import InferNoise, draw_infer_noise
+from rvc_lora.utils.errors import first_line
 
 # Same-length rows of a batch must not see each other; the tolerance is float rounding.
 BATCH_TOL = 1e-5
@@ -31,8 +32,7 @@ def _graph_check(path: Path) -> str:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx raises ValidationError, or DecodeError for a cut file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise OnnxError(f"{path}: the ONNX checker refuses the graph ({first})") from None
+        raise OnnxError(f"{path}: the ONNX checker refuses the graph ({first_line(exc)})") from None
     return "graph checker: ok"
 
 
@@ -45,7 +45,7 @@ def _inputs(voice: OnnxVoice, batch: int, frames: int, seed: int):
     pitchf = (torch.rand(1, frames, generator=g) * 300 + 80).expand(batch, -1)
     sid = torch.zeros(batch, dtype=torch.long)
     one = draw_infer_noise(voice, 1, frames, generator=g)
-    noise = type(one)(
+    noise = InferNoise(
         one.prior.expand(batch, -1, -1),
         one.source.expand(batch, -1, -1) if one.source is not None else None,
     )

@@ -23,7 +23,7 @@ import torch
 from rvc_lora.models.onnx_graph import OUTPUT, graph_inputs
 from rvc_lora.models.presets import SynthConfig
 from rvc_lora.models.synthesizer import InferNoise, crop_frames, draw_infer_noise
-from rvc_lora.utils.errors import RvcLoraError
+from rvc_lora.utils.errors import RvcLoraError, first_line
 
 FORMAT = "rvc-lora-voice"
 FORMAT_VERSION = "1"
@@ -55,11 +55,6 @@ def import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
 def config_from_meta(meta: dict[str, str], path: Path) -> tuple[SynthConfig, bool]:
     """``(SynthConfig, f0)`` of an exported voice; :class:`OnnxError` for anything missing or
     inconsistent (the metadata must say the same as the graph's own shapes)."""
@@ -79,7 +74,7 @@ def config_from_meta(meta: dict[str, str], path: Path) -> tuple[SynthConfig, boo
         f0 = {"1": True, "0": False}[meta["f0"]]
         stated = {k: int(meta[k]) for k in ("sr", "feature_dim", "hop_length", "spk_embed_dim")}
     except (ValueError, KeyError, TypeError) as exc:
-        raise OnnxError(f"{path}: unreadable voice metadata ({_first_line(exc)})") from None
+        raise OnnxError(f"{path}: unreadable voice metadata ({first_line(exc)})") from None
     actual = {k: getattr(config, k) for k in stated}
     differ = {k: (stated[k], actual[k]) for k in actual if stated[k] != actual[k]}
     if differ:
@@ -121,7 +116,7 @@ class OnnxVoice:
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
             raise OnnxError(
-                f"{self.path}: not a readable ONNX model ({_first_line(exc)}); truncated or "
+                f"{self.path}: not a readable ONNX model ({first_line(exc)}); truncated or "
                 f"not an export? export it again with `python infer.py mode=export_onnx`"
             ) from None
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -13,3 +13,9 @@ class CheckpointError(RvcLoraError, ValueError):
 
 class ConfigError(RvcLoraError, ValueError):
     """The configuration asks for something the data or model cannot do."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line (at most 200 characters), for one-line errors."""
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
